@@ -1,0 +1,27 @@
+# Two commands do all the set-up: `make study` (the main job) and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= quick
+JOBS   ?= 2
+
+.PHONY: study test bench report clean-results
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+study: $(VENV)/.installed   ## run every notebook of the study (default: quick profile, offline)
+	$(PY) -m kd_helpers.study --profile $(PROFILE)
+
+test: $(VENV)/.installed    ## the test suite (papermill smoke runs included)
+	$(PY) -m pytest -n $(JOBS) tests
+
+bench: $(VENV)/.installed   ## speed benchmark against the usual DataLoader loop
+	$(PY) benchmarks/throughput.py
+
+report: $(VENV)/.installed  ## rewrite the README results table from the results store
+	$(PY) -m kd_helpers.report --update-readme --profile $(PROFILE)

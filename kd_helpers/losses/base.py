@@ -1,0 +1,108 @@
+"""The loss contract shared by every method."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+LOSSES: dict[str, type["DistillLoss"]] = {}
+
+
+def register_loss(name: str):
+    def deco(cls):
+        cls.name = name
+        LOSSES[name] = cls
+        return cls
+    return deco
+
+
+@dataclass
+class Pair:
+    """What a loss may know about the networks it connects (feature shapes per sample)."""
+
+    num_classes: int
+    s_shapes: list[tuple[int, ...]]
+    t_shapes: list[tuple[int, ...]] | None = None
+    teacher: nn.Module | None = None                        # frozen; SRD borrows its classifier
+    make_student: Callable[[], nn.Module] | None = None     # fresh copies for DML peers
+
+
+@torch.no_grad()
+def describe_pair(student: nn.Module, teacher: nn.Module | None, in_shape, num_classes: int,
+                  make_student: Callable[[], nn.Module] | None = None) -> Pair:
+    """Probe both networks once with a dummy batch to learn their feature shapes."""
+    x = torch.zeros(2, *in_shape, device=next(student.parameters()).device)
+
+    def shapes(model):
+        was = model.training
+        model.eval()
+        _, feats = model(x)
+        model.train(was)
+        return [tuple(f.shape[1:]) for f in feats]
+    return Pair(num_classes, shapes(student), shapes(teacher) if teacher is not None else None,
+                teacher, make_student)
+
+
+class DistillLoss(nn.Module):
+    """Base class: subclasses implement ``forward`` and may override the hooks."""
+
+    name = "?"
+    requires_teacher = True    # False: no teacher forward pass at all (baseline, DML, BYOT)
+    teacher_feats = False      # True: the method reads the teacher's features, not only logits
+
+    def __init__(self, pair: Pair | None = None):
+        super().__init__()
+        if self.requires_teacher and (pair is None or pair.t_shapes is None):
+            raise ValueError(f"Method '{self.name}' distils from a teacher: build it with "
+                             f"build_loss('{self.name}', describe_pair(student, teacher, ...)).")
+        self.pair = pair
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by ``fit`` before each epoch (two-stage schedules, warm-ups)."""
+
+    def extra_logits(self, x: torch.Tensor, student_out) -> dict[str, torch.Tensor]:
+        """Extra classifiers to evaluate and record (DML peers, BYOT exits)."""
+        return {}
+
+
+def build_loss(name: str, pair: Pair | None = None, **hparams) -> DistillLoss:
+    if name not in LOSSES:
+        raise ValueError(f"Unknown method '{name}'. Available: {', '.join(sorted(LOSSES))}")
+    try:
+        return LOSSES[name](pair, **hparams)
+    except TypeError as e:  # wrong hyper-parameter names: show the accepted ones
+        import inspect
+        sig = inspect.signature(LOSSES[name].__init__)
+        raise TypeError(f"{e}. '{name}' accepts: {', '.join(list(sig.parameters)[2:])}") from None
+
+
+def connector(s_shape: tuple[int, ...], t_shape: tuple[int, ...], kernel: int = 1) -> nn.Module:
+    """Map a student feature to the teacher's width: Linear for vectors, conv for maps.
+
+    Identity when the shapes already agree. Spatial sizes are reconciled by ``match_spatial``.
+    """
+    if tuple(s_shape) == tuple(t_shape):
+        return nn.Identity()
+    if len(s_shape) == 1 and len(t_shape) == 1:
+        return nn.Linear(s_shape[0], t_shape[0])
+    if len(s_shape) == 3 and len(t_shape) == 3:
+        return nn.Sequential(nn.Conv2d(s_shape[0], t_shape[0], kernel, padding=kernel // 2, bias=False),
+                             nn.BatchNorm2d(t_shape[0]))
+    raise ValueError(f"Cannot connect a student feature of shape {s_shape} to a teacher feature of "
+                     f"shape {t_shape}: pick layers that are both vectors or both spatial maps.")
+
+
+def match_spatial(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool the larger of two feature maps down to the other's spatial size."""
+    if s.dim() != 4 or s.shape[-2:] == t.shape[-2:]:
+        return s, t
+    if s.shape[-1] > t.shape[-1]:
+        return nn.functional.adaptive_avg_pool2d(s, t.shape[-2:]), t
+    return s, nn.functional.adaptive_avg_pool2d(t, s.shape[-2:])
+
+
+def middle(n: int) -> int:
+    """Index of the middle intermediate layer among ``n`` features (the last is the embedding)."""
+    return max((n - 1) // 2, 0) if n > 1 else 0

@@ -1,0 +1,43 @@
+"""DML: Zhang et al. 2018, "Deep Mutual Learning" (CVPR)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import DistillLoss, register_loss
+
+
+def mutual_kl(logits: list[torch.Tensor]) -> list[torch.Tensor]:
+    """For each network i: ``1/(K-1) * sum_{j != i} KL(p_j || p_i)``, with p_j a fixed target."""
+    logp = [F.log_softmax(z, dim=1) for z in logits]
+    k = len(logits)
+    return [sum(F.kl_div(logp[i], logp[j].detach(), reduction="batchmean", log_target=True)
+                for j in range(k) if j != i) / (k - 1) for i in range(k)]
+
+
+@register_loss("dml")
+class DeepMutualLearning(DistillLoss):
+    """``L_i = CE(y, p_i) + 1/(K-1) sum_j KL(p_j || p_i)`` for the student and ``K-1`` peers.
+
+    The peers are fresh networks of the student's architecture owned by this loss, so the one
+    training loop updates all K together (simultaneous rather than the paper's alternating
+    updates: each network's gradient only comes from its own terms because targets are detached).
+    No teacher. Each peer is evaluated and recorded as ``peer<i>``.
+    """
+    requires_teacher = False
+
+    def __init__(self, pair=None, peers: int = 1):
+        super().__init__(pair)
+        if pair is None or pair.make_student is None:
+            raise ValueError("dml needs pair.make_student to build its peer networks.")
+        self.peers = nn.ModuleList(pair.make_student() for _ in range(peers))
+
+    def forward(self, s_out, t_out, y, x=None):
+        logits = [s_out[0]] + [peer(x)[0] for peer in self.peers]
+        kl = mutual_kl(logits)
+        terms = {"ce": F.cross_entropy(logits[0], y), "kl": kl[0]}
+        terms["peer_ce"] = sum(F.cross_entropy(z, y) for z in logits[1:])
+        terms["peer_kl"] = sum(kl[1:])
+        return terms
+
+    def extra_logits(self, x, s_out):
+        return {f"peer{i + 1}": peer(x)[0] for i, peer in enumerate(self.peers)}

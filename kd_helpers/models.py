@@ -1,0 +1,158 @@
+"""Models registered by name. Contract: ``logits, feats = model(x)``.
+
+``feats`` lists intermediate features shallow to deep, the penultimate embedding last.
+Inputs are always ``(N, C, H, W)``; MLPs flatten them.
+
+Architectures follow the reference study: MNIST MLPs (Hinton et al. 2015 sizes), the
+FitNets thin-deep MLP (Romero et al. 2014), and the CIFAR-10 conv family
+``conv(s)-conv(s)-pool-conv(2s)-conv(2s)-pool-FC512-dropout-FC``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    def deco(fn):
+        MODELS[name] = fn
+        return fn
+    return deco
+
+
+def create_model(name: str, num_classes: int = 10, **kw) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"Unknown model '{name}'. Available: {', '.join(sorted(MODELS))}")
+    model = MODELS[name](num_classes=num_classes, **kw)
+    model.arch = name  # recorded with checkpoints so a mismatched teacher is caught by name
+    return model
+
+
+def count_params(model: nn.Module, nonzero: bool = False) -> int:
+    return sum(int((p != 0).sum()) if nonzero else p.numel() for p in model.parameters())
+
+
+class MLP(nn.Module):
+    """Fully connected net; ``norm``/``residual`` give the "modified" student variants."""
+
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float = 0.0,
+                 norm: bool = False, residual: bool = False):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        self.residual = residual
+        width = in_features
+        for h in hidden:
+            block = [nn.Linear(width, h)] + ([nn.BatchNorm1d(h)] if norm else []) + [nn.ReLU()]
+            block += [nn.Dropout(dropout)] if dropout else []
+            self.layers.append(nn.Sequential(*block))
+            width = h
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        h = x.flatten(1)
+        feats = []
+        for layer in self.layers:
+            out = layer(h)
+            # a skip connection wherever widths allow it (the "modified" students)
+            h = out + h if self.residual and out.shape == h.shape else out
+            feats.append(h)
+        return self.head(h), feats
+
+
+class ConvNet(nn.Module):
+    """``[conv(w)xd]-pool`` stages, then FC(fc)-dropout-FC or global pooling + FC.
+
+    feats: the output of every stage (spatial maps), then the penultimate embedding.
+    """
+
+    def __init__(self, in_channels: int, widths: list[int], num_classes: int, depth: int = 2,
+                 fc: int | None = 512, dropout: float = 0.5, image_size: int = 32, norm: bool = False):
+        super().__init__()
+        self.stages = nn.ModuleList()
+        c = in_channels
+        for w in widths:
+            layers = []
+            for _ in range(depth):
+                layers += [nn.Conv2d(c, w, 3, padding=1)] + ([nn.BatchNorm2d(w)] if norm else []) + [nn.ReLU()]
+                c = w
+            layers.append(nn.MaxPool2d(2))
+            self.stages.append(nn.Sequential(*layers))
+        side = image_size // 2 ** len(widths)
+        if fc:
+            self.embed = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, fc), nn.ReLU())
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(fc, num_classes))
+        else:  # thin-deep nets: global pooling keeps the parameter count small
+            self.embed = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        emb = self.embed(x)
+        feats.append(emb)
+        return self.head(emb), feats
+
+
+def _flat(shape) -> int:
+    c, h, w = shape
+    return c * h * w
+
+
+# ---- MNIST (28x28x1)
+@register_model("mlp_teacher")
+def mlp_teacher(num_classes=10, in_shape=(1, 28, 28), **kw):
+    """784-1200-1200-10, dropout 0.2 (~2.39M params)."""
+    return MLP(_flat(in_shape), [1200, 1200], num_classes, dropout=kw.pop("dropout", 0.2), **kw)
+
+
+@register_model("mlp_student")
+def mlp_student(num_classes=10, in_shape=(1, 28, 28), **kw):
+    """784-800-800-10 (~1.28M params)."""
+    return MLP(_flat(in_shape), [800, 800], num_classes, **kw)
+
+
+@register_model("mlp_student_mod")
+def mlp_student_mod(num_classes=10, in_shape=(1, 28, 28), **kw):
+    """The "modified" student: 784-800-800-10 with BatchNorm and a residual connection."""
+    return MLP(_flat(in_shape), [800, 800], num_classes, norm=True, residual=True, **kw)
+
+
+@register_model("mlp_fitnet")
+def mlp_fitnet(num_classes=10, in_shape=(1, 28, 28), **kw):
+    """FitNets thin-deep student 784-300x4-10 (~0.51M); its 2nd hidden layer is the guided layer."""
+    return MLP(_flat(in_shape), [300] * 4, num_classes, **kw)
+
+
+@register_model("mlp_fitnet_mod")
+def mlp_fitnet_mod(num_classes=10, in_shape=(1, 28, 28), **kw):
+    return MLP(_flat(in_shape), [300] * 4, num_classes, norm=True, residual=True, **kw)
+
+
+# ---- CIFAR (32x32x3)
+@register_model("cnn_teacher")
+def cnn_teacher(num_classes=10, in_shape=(3, 32, 32), **kw):
+    """Conv family with scale s=64 (~4.46M params)."""
+    return ConvNet(in_shape[0], [64, 128], num_classes, image_size=in_shape[1], **kw)
+
+
+@register_model("cnn_student")
+def cnn_student(num_classes=10, in_shape=(3, 32, 32), **kw):
+    """Conv family with scale s=16 (~1.07M params)."""
+    return ConvNet(in_shape[0], [16, 32], num_classes, image_size=in_shape[1], **kw)
+
+
+@register_model("cnn_student_mod")
+def cnn_student_mod(num_classes=10, in_shape=(3, 32, 32), **kw):
+    return ConvNet(in_shape[0], [16, 32], num_classes, image_size=in_shape[1], norm=True, **kw)
+
+
+@register_model("cnn_fitnet")
+def cnn_fitnet(num_classes=10, in_shape=(3, 32, 32), **kw):
+    """Thin-deep FitNets student: 3 stages x 3 convs (16/32/48), global pooling (~0.09M params)."""
+    return ConvNet(in_shape[0], [16, 32, 48], num_classes, depth=3, fc=None, image_size=in_shape[1], **kw)

@@ -1,0 +1,116 @@
+"""Figures of the study, one consistent style; ``save`` writes PNG + SVG with stable names."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .util import REPO_ROOT
+
+sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+
+
+def figures_dir(path=None) -> Path:
+    d = Path(path or os.environ.get("KD_FIGURES_DIR") or REPO_ROOT / "figures")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save(fig, name: str, path=None) -> Path:
+    d = figures_dir(path)
+    fig.savefig(d / f"{name}.png", dpi=130, bbox_inches="tight")
+    fig.savefig(d / f"{name}.svg", bbox_inches="tight")
+    return d / f"{name}.png"
+
+
+def sample_grid(data, n_per_class: int = 8):
+    """A grid of training images: one row per class."""
+    k = data.num_classes if data.num_classes <= 10 else 10
+    fig, axes = plt.subplots(k, n_per_class, figsize=(n_per_class * 0.9, k * 0.9))
+    for c in range(k):
+        idx = (data.y["train"] == c).nonzero().flatten()[:n_per_class]
+        for j in range(n_per_class):
+            ax = axes[c, j]
+            ax.axis("off")
+            if j < len(idx):
+                img = data.x["train"][idx[j]].permute(1, 2, 0).squeeze(-1).numpy()
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        axes[c, 0].set_title(data.classes[c], fontsize=7, loc="left")
+    fig.suptitle(f"{data.name}: training samples")
+    return fig
+
+
+def learning_curves(hist: pd.DataFrame, runs=None, metric: str = "val_acc", title: str | None = None, ax=None):
+    """Mean over seeds per epoch (band: +-1 sd) for each run, all on one axis."""
+    h = hist if runs is None else hist[hist.run.isin(runs)]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(h, x="epoch", y=metric, hue="run", errorbar="sd", marker="o", ax=ax)
+    ax.set_title(title or metric)
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI over seeds)"):
+    s = summary.sort_values("mean")
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(s) + 1.2))
+    err = np.vstack([s["mean"] - s.ci_low, s.ci_high - s["mean"]]).clip(0)
+    err = np.nan_to_num(err)
+    ax.errorbar(s["mean"], np.arange(len(s)), xerr=err, fmt="o", capsize=3)
+    ax.set_yticks(np.arange(len(s)), [f"{r} (n={n})" for r, n in zip(s.run, s.n)])
+    ax.set_xlabel("test accuracy")
+    ax.set_title(title)
+    return fig
+
+
+def pareto(df: pd.DataFrame, x: str = "params", title: str | None = None, teacher_run: str = "teacher"):
+    """Accuracy against size or latency, one point per run (mean over seeds); the teacher is starred."""
+    agg = df.groupby("run", as_index=False).agg(test_acc=("test_acc", "mean"), **{x: (x, "mean")})
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in agg.itertuples():
+        is_t = r.run == teacher_run
+        ax.scatter(getattr(r, x), r.test_acc, marker="*" if is_t else "o", s=160 if is_t else 40,
+                   color="crimson" if is_t else None)
+        ax.annotate(r.run, (getattr(r, x), r.test_acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or f"accuracy vs {x}")
+    return fig
+
+
+def pvalue_heatmap(matrix: pd.DataFrame, title: str = "McNemar p-values (Holm-adjusted)"):
+    fig, ax = plt.subplots(figsize=(0.5 * len(matrix) + 2.5, 0.45 * len(matrix) + 1.5))
+    sns.heatmap(matrix, annot=True, fmt=".2g", cmap="rocket", vmin=0, vmax=1, ax=ax, annot_kws={"fontsize": 7},
+                cbar_kws={"label": "p"})
+    ax.set_title(title)
+    return fig
+
+
+def reliability_diagrams(tables: dict[str, pd.DataFrame], eces: dict[str, float]):
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    for name, t in tables.items():
+        ax.plot(t.confidence, t.accuracy, marker="o", label=f"{name} (ECE {eces[name]:.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title("Reliability diagram (15 bins)")
+    return fig
+
+
+def confusion(y, pred, classes, title: str):
+    k = len(classes)
+    m = np.zeros((k, k), dtype=int)
+    np.add.at(m, (np.asarray(y), np.asarray(pred)), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    sns.heatmap(m, annot=k <= 10, fmt="d", cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
+                cbar=False, annot_kws={"fontsize": 7})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return fig

@@ -1,0 +1,72 @@
+"""The study's protocol per dataset family and profile (one table, read by every notebook).
+
+``paper`` is the reference protocol (MNIST: Adam 1e-3, batch 256, 20 epochs; CIFAR-10:
+Adam 1e-3, batch 128, 20 epochs, no augmentation). ``quick`` is the offline default main job
+(minutes on 2 CPU cores), ``smoke`` is for tests (tiny data, 1 epoch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .data import DataConfig
+from .train import TrainConfig
+
+PROFILES = ("smoke", "quick", "paper")
+
+
+@dataclass(frozen=True)
+class Preset:
+    models: dict[str, str]      # role -> architecture: teacher, student, fitnet, student_mod
+    train: TrainConfig
+    teacher_train: TrainConfig
+    data: DataConfig
+    # the study's chosen hyper-parameters per method for this family (None values fall back here)
+    loss: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def teacher(self) -> str:
+        return self.models["teacher"]
+
+    @property
+    def student(self) -> str:
+        return self.models["student"]
+
+
+def family(dataset: str) -> str:
+    return "mlp" if dataset in ("mnist", "mnist5k", "fashion_mnist", "digits") else "cnn"
+
+
+_LOSS = {
+    "mlp": {"kd": {"T": 20.0, "alpha": 0.1}, "fitnets": {"T": 20.0, "alpha": 0.1},
+            "feature_kd": {"T": 20.0, "alpha": 0.1, "beta": 0.45}},
+    "cnn": {"kd": {"T": 4.0, "alpha": 0.1}, "fitnets": {"T": 4.0, "alpha": 0.1},
+            "feature_kd": {"T": 4.0, "alpha": 0.1, "beta": 0.45}},
+}
+
+
+def preset(dataset: str, profile: str = "quick") -> Preset:
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile '{profile}'. Available: {', '.join(PROFILES)}")
+    fam = family(dataset)
+    if fam == "mlp":
+        train = TrainConfig(epochs=20, batch_size=256, optimizer="adam", lr=1e-3, augment=False)
+        names = ("mlp_teacher", "mlp_student", "mlp_fitnet", "mlp_student_mod")
+        data = DataConfig(val_size=0.1)
+    else:
+        train = TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, augment=False)
+        names = ("cnn_teacher", "cnn_student", "cnn_fitnet", "cnn_student_mod")
+        data = DataConfig(val_size=5000 if dataset.startswith("cifar") else 0.1, augment=False)
+    teacher_train = train
+    if profile == "quick":
+        # mnist5k: the whole subset; CIFAR: a 10k-image slice so every notebook fits in minutes
+        epochs = 10 if fam == "mlp" else 3
+        train = replace(train, epochs=epochs)
+        teacher_train = replace(teacher_train, epochs=epochs)
+        if fam == "cnn":
+            data = replace(data, val_size=1000, limit_train=8000, limit_test=2000)
+    elif profile == "smoke":
+        train = replace(train, epochs=1, batch_size=64)
+        teacher_train = train
+        data = replace(data, val_size=64, limit_train=256, limit_test=128)
+    models = dict(zip(("teacher", "student", "fitnet", "student_mod"), names))
+    return Preset(models, train=train, teacher_train=teacher_train, data=data, loss=_LOSS[fam])

@@ -1,0 +1,105 @@
+"""Results store: one directory per run, ``<root>/<dataset>/<run>/seed_<k>/``.
+
+Files (all written atomically; ``metrics.json`` last, so its presence means "finished"):
+``config.json`` (resolved config), ``env.json`` (packages, git commit, device),
+``history.csv`` (per epoch), ``predictions.npz`` (test labels + logits, extra classifiers),
+``model.pt`` (weights + architecture name), ``metrics.json``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .util import REPO_ROOT, _atomic, atomic_write_json, atomic_write_text
+
+
+def results_root(root: str | os.PathLike | None = None, profile: str | None = None) -> Path:
+    """``root``, else ``$KD_RESULTS_DIR``, else ``<repo>/results/<profile>``."""
+    if root:
+        return Path(root)
+    if os.environ.get("KD_RESULTS_DIR"):
+        return Path(os.environ["KD_RESULTS_DIR"])
+    return REPO_ROOT / "results" / (profile or "quick")
+
+
+def run_dir(root, dataset: str, run: str, seed: int) -> Path:
+    return Path(root) / dataset.replace(":", "_").replace("/", "_") / run / f"seed_{seed}"
+
+
+def is_finished(path) -> bool:
+    return (Path(path) / "metrics.json").exists()
+
+
+def save_run(path, *, config: dict, env: dict, history: list[dict], labels: np.ndarray,
+             logits: np.ndarray, extra_logits: dict[str, np.ndarray], metrics: dict) -> None:
+    path = Path(path)
+    atomic_write_json(path / "config.json", config)
+    atomic_write_json(path / "env.json", env)
+    atomic_write_text(path / "history.csv", pd.DataFrame(history).to_csv(index=False))
+
+    def write_npz(f):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, labels=labels, logits=logits, **{f"extra_{k}": v for k, v in extra_logits.items()})
+        f.write(buf.getvalue())
+    _atomic(path / "predictions.npz", write_npz)
+    atomic_write_json(path / "metrics.json", metrics)  # last: marks the run as finished
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_run(path) -> dict:
+    path = Path(path)
+    return {"config": read_json(path / "config.json"), "metrics": read_json(path / "metrics.json"),
+            "env": read_json(path / "env.json"), "history": pd.read_csv(path / "history.csv"), "dir": path}
+
+
+def load_predictions(path) -> dict[str, np.ndarray]:
+    with np.load(Path(path) / "predictions.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _runs(root):
+    root = Path(root)
+    return sorted(p.parent for p in root.glob("*/*/seed_*/metrics.json")) if root.exists() else []
+
+
+def load_results(root=None, profile: str | None = None) -> pd.DataFrame:
+    """One tidy row per finished run: dataset, run, method, model, seed, then every metric."""
+    rows = []
+    for d in _runs(results_root(root, profile)):
+        cfg, m = read_json(d / "config.json"), read_json(d / "metrics.json")
+        rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
+                     "model": cfg["model"], "seed": cfg["seed"], "teacher_run": cfg.get("teacher"),
+                     **m, "dir": str(d)})
+    return pd.DataFrame(rows)
+
+
+def load_histories(root=None, profile: str | None = None) -> pd.DataFrame:
+    """Every run's per-epoch history, stacked, with dataset/run/seed columns."""
+    frames = []
+    for d in _runs(results_root(root, profile)):
+        cfg = read_json(d / "config.json")
+        h = pd.read_csv(d / "history.csv")
+        frames.append(h.assign(dataset=cfg["dataset"], run=cfg["run"], method=cfg["method"], seed=cfg["seed"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def test_logits(df: pd.DataFrame, dataset: str, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Test labels and per-run logits of one seed of every run of a dataset (same test examples)."""
+    rows = df[(df.dataset == dataset) & (df.seed == seed)]
+    # teachers are trained once (seed 0) and serve every student seed
+    rows = pd.concat([rows, df[(df.dataset == dataset) & (df.run == "teacher") & (df.seed == 0) & ~df.run.isin(rows.run)]])
+    y, logits = None, {}
+    for r in rows.itertuples():
+        p = load_predictions(r.dir)
+        y = p["labels"] if y is None else y
+        if len(p["labels"]) == len(y):
+            logits[r.run] = p["logits"]
+    return y, logits

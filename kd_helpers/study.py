@@ -1,0 +1,135 @@
+"""Run the whole study: execute the notebooks in order with papermill.
+
+    python -m kd_helpers.study --profile {smoke,quick,paper} [--datasets ...] [--seeds ...]
+
+Executed copies go to ``reports/<profile>/<dataset>/`` (per-dataset notebooks) and
+``reports/<profile>/`` (statistics and report). Runs finished earlier are reused, so an
+interrupted study resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data import DatasetNotFoundError, load_dataset
+from .presets import PROFILES, family, preset
+from .util import REPO_ROOT, atomic_write_json
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class Step:
+    notebook: str
+    per_dataset: bool = True
+    families: tuple[str, ...] = ("mlp", "cnn")   # dataset families the notebook applies to
+    why_not: str = ""
+
+
+# The study's method list: adding a method = one loss file, one notebook, one line here.
+STEPS = [
+    Step("00_data"), Step("01_teacher"), Step("02_student_baseline"), Step("03_vanilla_kd"),
+    Step("04_fitnets"), Step("05_rkd"), Step("06_feature_kd"),
+    Step("07_at", families=("cnn",), why_not="AT needs spatial feature maps; MLP features are vectors"),
+    Step("08_dml"), Step("09_byot"), Step("10_dist"), Step("11_srd"), Step("12_srd_dist"), Step("13_dkd"),
+    Step("20_pruning"),
+    Step("30_statistics", per_dataset=False), Step("31_report", per_dataset=False),
+]
+
+DEFAULTS = {  # profile -> datasets, seeds
+    "smoke": (["mnist5k"], [0]),
+    "quick": (["mnist5k", "cifar10?"], [0, 1, 2]),   # "?": only if its files are found (never downloaded)
+    "paper": (["mnist", "cifar10"], [0]),
+}
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def available(dataset: str, data_dir) -> bool:
+    try:
+        load_dataset(dataset, data_dir, preset(dataset, "smoke").data, download=False)
+        return True
+    except DatasetNotFoundError:
+        return False
+
+
+def execute(nb: str, out: Path, params: dict, log=print) -> float:
+    import papermill as pm
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(NOTEBOOK_DIR / f"{nb}.ipynb"), str(out), parameters=params,
+                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3")
+    except pm.PapermillExecutionError as e:
+        raise NotebookFailed(f"Notebook {nb} failed ({params.get('dataset', 'all datasets')}): "
+                             f"{e.ename}: {e.evalue}\n  Executed copy with the traceback: {out}") from None
+    dt = time.perf_counter() - t0
+    log(f"  {nb:<22} {params.get('dataset', ''):<12} {dt:7.1f}s  -> {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
+    return dt
+
+
+def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_dir=None, reports_dir=None,
+              only=None, log=print) -> dict:
+    default_ds, default_seeds = DEFAULTS[profile]
+    seeds = list(seeds or default_seeds)
+    wanted = list(datasets or default_ds)
+    chosen = []
+    for ds in wanted:
+        if ds.endswith("?"):
+            if available(ds[:-1], data_dir):
+                chosen.append(ds[:-1])
+            else:
+                log(f"skipping {ds[:-1]}: its files are not in the data dir (set KD_DATA_DIR to include it)")
+        else:
+            chosen.append(ds)
+    reports = Path(reports_dir or REPO_ROOT / "reports" / profile)
+    os.environ["KD_PROGRESS"] = "0"  # executed notebooks keep one line per epoch, not bar redraws
+    if profile == "smoke":  # keep the study's figures/ for real runs
+        os.environ.setdefault("KD_FIGURES_DIR", str(reports / "figures"))
+    common = {"profile": profile, "seeds": seeds, "data_dir": data_dir, "results_dir": results_dir}
+    steps = [s for s in STEPS if not only or s.notebook in only]
+    timings = {}
+    log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds}")
+    for step in steps:
+        if not step.per_dataset:
+            timings[step.notebook] = execute(step.notebook, reports / f"{step.notebook}.ipynb",
+                                             {**common, "datasets": chosen}, log)
+            continue
+        for ds in chosen:
+            if family(ds) not in step.families:
+                log(f"  {step.notebook:<22} {ds:<12} skipped: {step.why_not}")
+                continue
+            timings[f"{ds}/{step.notebook}"] = execute(step.notebook, reports / ds / f"{step.notebook}.ipynb",
+                                                       {**common, "dataset": ds}, log)
+    atomic_write_json(reports / "timings.json", {"profile": profile, "datasets": chosen, "seeds": seeds,
+                                                 "seconds": timings, "total_s": sum(timings.values())})
+    log(f"done in {sum(timings.values()) / 60:.1f} min; executed notebooks in {reports}")
+    return timings
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=PROFILES, default="quick")
+    ap.add_argument("--datasets", nargs="+", help="default: the profile's datasets")
+    ap.add_argument("--seeds", nargs="+", type=int, help="default: the profile's seeds")
+    ap.add_argument("--data-dir", default=None, help="default: $KD_DATA_DIR or ./data")
+    ap.add_argument("--results-dir", default=None, help="default: $KD_RESULTS_DIR or results/<profile>")
+    ap.add_argument("--reports-dir", default=None, help="default: reports/<profile>")
+    ap.add_argument("--only", nargs="+", help="run only these notebooks (e.g. 03_vanilla_kd)")
+    args = ap.parse_args(argv)
+    try:
+        run_study(args.profile, args.datasets, args.seeds, args.data_dir, args.results_dir, args.reports_dir,
+                  args.only)
+    except NotebookFailed as e:
+        print(f"\nSTUDY STOPPED: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The one training loop: teacher, baseline student and every KD method go through ``fit``."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm  # plain text bars: readable in executed notebooks and logs
+
+from .data import Dataset
+from .losses import DistillLoss
+from .teacher_cache import TeacherOutputs
+from .util import atomic_torch_save, device_default, setup_threads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 256
+    optimizer: str = "adam"       # adam | adamw | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9         # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "constant"    # constant | cosine | step (x0.1 at 50% and 75%)
+    augment: bool | None = None   # None: the dataset's default
+    seed: int = 0
+    cache_teacher: bool = True    # reuse teacher outputs when inputs are deterministic
+    channels_last: bool = True    # CNNs on CPU run faster in NHWC
+    amp: bool = True              # mixed precision, CUDA only
+    compile: bool = False         # torch.compile: off unless measured to help (see benchmarks/)
+    eval_batch_size: int = 1024
+
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer not in _OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer '{cfg.optimizer}'. Available: {', '.join(_OPTIMIZERS)}")
+    kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "sgd":
+        kw.update(momentum=cfg.momentum, nesterov=True)
+    return _OPTIMIZERS[cfg.optimizer](params, **kw)
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule == "step":
+        return 0.1 ** sum(epoch >= m * epochs for m in (0.5, 0.75))
+    raise ValueError(f"Unknown schedule '{schedule}'. Use constant, cosine or step.")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
+            extra: DistillLoss | None = None, device=None, channels_last: bool = False):
+    """Logits of ``model`` on a split (float32, CPU), and of any extra classifiers of ``extra``."""
+    device = device or next(model.parameters()).device
+    was = model.training, extra.training if extra is not None else None
+    model.eval()
+    if extra is not None:
+        extra.eval()
+    outs, extras = [], defaultdict(list)
+    for x, _, _ in data.batches(split, batch_size, device=device, channels_last=channels_last):
+        out = model(x)
+        outs.append(out[0].float().cpu())
+        if extra is not None:
+            for k, z in extra.extra_logits(x, out).items():
+                extras[k].append(z.float().cpu())
+    model.train(was[0])
+    if extra is not None:
+        extra.train(was[1])
+    return torch.cat(outs), {k: torch.cat(v) for k, v in extras.items()}
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(1) == y).float().mean().item() if len(y) else float("nan")
+
+
+def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig, *,
+        teacher: nn.Module | None = None, checkpoint: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None, progress: bool = True, desc: str = "") -> list[dict]:
+    """Train ``model`` with ``loss_fn`` and return the per-epoch history.
+
+    Every epoch ends with an atomic checkpoint; if ``checkpoint`` exists the run resumes from
+    it. Each epoch's randomness (order, augmentation, dropout) derives from ``(seed, epoch)``,
+    so a resumed run gives the same result as an uninterrupted one.
+    """
+    setup_threads()
+    device = device_default()
+    channels_last = cfg.channels_last and len(data.input_shape) == 3 and data.input_shape[1] > 1
+    memfmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=memfmt)
+    loss_fn.to(device)
+    if teacher is not None:
+        teacher.to(device, memory_format=memfmt).eval().requires_grad_(False)
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    opt = make_optimizer(params, cfg)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    augment = data.augment if cfg.augment is None else cfg.augment
+    forward = torch.compile(model) if cfg.compile else model
+
+    history, start = [], 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        opt.load_state_dict(state["optimizer"])
+        history, start = state["history"], state["epoch"] + 1
+
+    teacher_out = None
+    if loss_fn.requires_teacher:
+        if teacher is None:
+            raise ValueError(f"Method '{loss_fn.name}' needs a teacher; pass teacher=...")
+        teacher_out = TeacherOutputs(teacher, data, feats=loss_fn.teacher_feats,
+                                     cached=cfg.cache_teacher and not augment, cache_dir=cache_dir,
+                                     batch_size=cfg.eval_batch_size, channels_last=channels_last)
+
+    for epoch in range(start, cfg.epochs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        seed_everything(cfg.seed * 100_003 + epoch)  # dropout etc. depend on (seed, epoch) only
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)
+        loss_fn.start_epoch(epoch, cfg.epochs)
+        model.train()
+        loss_fn.train()
+        sums, correct, seen = defaultdict(float), 0, 0
+        batches = data.batches("train", cfg.batch_size, shuffle=True, augment=augment, generator=gen,
+                               device=device, channels_last=channels_last)
+        n_batches = math.ceil(len(data.y["train"]) / cfg.batch_size)
+        bar = tqdm(batches, total=n_batches, disable=not progress or os.environ.get("KD_PROGRESS") == "0", leave=False,
+                   desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}".strip())
+        for x, y, idx in bar:
+            t = teacher_out(x, idx) if teacher_out is not None else None
+            with torch.autocast(device.type, enabled=use_amp):
+                s = forward(x)
+                terms = loss_fn(s, t, y, x=x)
+                loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"{desc or loss_fn.name}: loss became {loss.item()} at epoch {epoch + 1} "
+                    f"(terms: { {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()} }). Lower the learning rate or the "
+                    f"loss weights; finished epochs are kept in {ckpt} and the run resumes from there.")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            n = len(y)
+            for k, v in terms.items():
+                sums[k] += float(v.detach() if torch.is_tensor(v) else v) * n
+            sums["loss"] += loss.item() * n
+            correct += (s[0].argmax(1) == y).sum().item()
+            seen += n
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+               **{f"train_{k}": v / seen for k, v in sums.items()}, "train_acc": correct / seen}
+        for split in ("val", "test"):
+            logits, extras = predict(model, data, split, cfg.eval_batch_size, loss_fn, device, channels_last)
+            row[f"{split}_acc"] = _accuracy(logits, data.y[split])
+            for k, z in extras.items():
+                row[f"{split}_acc_{k}"] = _accuracy(z, data.y[split])
+        row["time_s"] = time.perf_counter() - t0
+        row["cpu_s"] = time.process_time() - c0
+        history.append(row)
+        if progress:
+            tqdm.write(f"{desc} epoch {epoch + 1}: loss {row['train_loss']:.4f} "
+                       f"train {row['train_acc']:.4f} val {row['val_acc']:.4f} ({row['time_s']:.1f}s)")
+        if ckpt is not None:
+            atomic_torch_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                               "optimizer": opt.state_dict(), "history": history, "epoch": epoch}, ckpt)
+    return history

@@ -1,0 +1,97 @@
+"""Small shared utilities: atomic writes, device and thread set-up, environment record."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_THREADS_SET = False
+
+
+def _atomic(path: Path, write) -> None:
+    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_torch_save(obj, path) -> None:
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def device_default() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share FPUs, so more threads than cores slows GEMMs down)."""
+    try:
+        pairs = set()
+        phys = core = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                phys = line.split(":")[1].strip()
+            elif line.startswith("core id"):
+                core = line.split(":")[1].strip()
+                pairs.add((phys, core))
+        return max(len(pairs), 1) if pairs else os.cpu_count() or 1
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def setup_threads() -> None:
+    """Set torch's intra-op threads once per process (KD_THREADS overrides)."""
+    global _THREADS_SET
+    if not _THREADS_SET:
+        torch.set_num_threads(int(os.environ.get("KD_THREADS", physical_cores())))
+        _THREADS_SET = True
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """What produced a result: package versions, git commit, device, threads."""
+    pkgs = {}
+    for name in ("torch", "torchvision", "numpy", "pandas", "torch-pruning", "scipy", "statsmodels"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    dev = device_default()
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": pkgs,
+            "git_commit": git_commit(), "device": str(dev),
+            "device_name": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor(),
+            "threads": torch.get_num_threads()}

@@ -1,0 +1,76 @@
+"""Papermill smoke runs: every notebook executes headless with the smoke profile."""
+import nbformat
+import pytest
+
+from kd_helpers.experiment import distill, train_teacher
+from kd_helpers.study import NOTEBOOK_DIR, STEPS, NotebookFailed, execute, run_study
+from conftest import needs_cifar, shared_data_dir
+
+pytestmark = pytest.mark.notebook
+PER_DATASET = [s.notebook for s in STEPS if s.per_dataset and "mlp" in s.families]
+CNN_ONLY = [s.notebook for s in STEPS if s.per_dataset and "mlp" not in s.families]
+ONCE = [s.notebook for s in STEPS if not s.per_dataset]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A per-worker results store with the smoke teachers (notebooks reuse finished runs)."""
+    root = tmp_path_factory.mktemp("nb_results")
+    train_teacher("mnist5k", "smoke", results_dir=root)
+    if shared_data_dir():
+        train_teacher("cifar10", "smoke", results_dir=root, data_dir=shared_data_dir())
+    return root
+
+
+def run_nb(name, tmp_path, store, **params):
+    out = tmp_path / f"{name}.ipynb"
+    execute(name, out, {"profile": "smoke", "seeds": [0], "results_dir": str(store),
+                        "data_dir": shared_data_dir(), **params}, log=lambda *_: None)
+    nb = nbformat.read(out, as_version=4)
+    assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    return nb
+
+
+def test_notebooks_have_parameters_cell_and_no_function_definitions():
+    for step in STEPS:
+        nb = nbformat.read(NOTEBOOK_DIR / f"{step.notebook}.ipynb", as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, step.notebook
+        for c in nb.cells:
+            if c.cell_type == "code":
+                assert "def " not in c.source and "sys.path" not in c.source, step.notebook
+                assert not c.get("outputs"), f"{step.notebook}: committed notebooks carry no outputs"
+
+
+@pytest.mark.parametrize("name", PER_DATASET)
+def test_notebook_smoke_mnist5k(name, tmp_path, store):
+    run_nb(name, tmp_path, store, dataset="mnist5k")
+
+
+@needs_cifar
+@pytest.mark.parametrize("name", ["00_data"] + CNN_ONLY)
+def test_notebook_smoke_cifar10(name, tmp_path, store):
+    run_nb(name, tmp_path, store, dataset="cifar10")
+
+
+@pytest.fixture(scope="module")
+def filled_store(tmp_path_factory):
+    """Two seeds of a few methods, trained through the API (fast), for the summary notebooks."""
+    root = tmp_path_factory.mktemp("nb_filled")
+    train_teacher("mnist5k", "smoke", results_dir=root)
+    for method, name in [("ce", "baseline"), ("kd", "kd"), ("dist", "dist"), ("dml", "dml")]:
+        distill(method, "mnist5k", "smoke", seeds=[0, 1], run_name=name, results_dir=root)
+    return root
+
+
+@pytest.mark.parametrize("name", ONCE)
+def test_notebook_smoke_once(name, tmp_path, filled_store):
+    nb = run_nb(name, tmp_path, filled_store, datasets=["mnist5k"], seeds=[0, 1])
+    assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))
+    assert list((tmp_path / "figures").glob("mnist5k_*.png"))  # KD_FIGURES_DIR set by conftest
+
+
+def test_runner_names_the_failing_notebook(tmp_path, monkeypatch):
+    with pytest.raises(NotebookFailed, match="00_data failed .*no_such_dataset"):
+        run_study("smoke", datasets=["no_such_dataset"], results_dir=str(tmp_path / "r"),
+                  reports_dir=str(tmp_path / "rep"), only=["00_data"], log=lambda *_: None)

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from kd_helpers import prune
+from kd_helpers.evaluate import flops
+from kd_helpers.experiment import distill, load_model, train_teacher
+from kd_helpers.losses import build_loss
+from kd_helpers.models import count_params, create_model
+from kd_helpers.train import TrainConfig, fit
+from conftest import tiny_dataset
+
+
+def test_unstructured_reaches_sparsity_and_finetuning_keeps_zeros():
+    data = tiny_dataset()
+    model = create_model("mlp_student", 4, in_shape=(1, 8, 8))
+    prune.unstructured(model, 0.7)
+    assert prune.sparsity(model) == pytest.approx(0.7, abs=1e-3)
+    fit(model, build_loss("ce"), data, TrainConfig(epochs=2, batch_size=16, lr=1e-2), progress=False)
+    prune.make_permanent(model)
+    assert prune.sparsity(model) == pytest.approx(0.7, abs=1e-3)
+    assert not any(n.endswith("_orig") for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("name,shape", [("mlp_student", (1, 28, 28)), ("mlp_student_mod", (1, 28, 28)),
+                                        ("cnn_student", (3, 32, 32)), ("cnn_fitnet", (3, 32, 32))])
+def test_structured_shrinks_and_still_trains(name, shape, tmp_path):
+    model = create_model(name, 10, in_shape=shape)
+    p0, f0 = count_params(model), flops(model, shape)
+    prune.structured(model, 0.5, shape)
+    assert count_params(model) < 0.6 * p0 and flops(model, shape) < 0.6 * f0
+    x = torch.randn(4, *shape)
+    logits, feats = model(x)
+    assert logits.shape == (4, 10)
+    logits.sum().backward()
+    torch.save({"arch": name, "model": model.state_dict(), "pruned": True, "module": model}, tmp_path / "m.pt")
+    again = load_model(tmp_path / "m.pt")
+    assert torch.allclose(again.eval()(x)[0], model.eval()(x)[0])
+
+
+def test_prune_and_finetune_run_is_stored(tmp_path):
+    train_teacher("mnist5k", "smoke", results_dir=tmp_path)
+    distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=tmp_path)
+    for kind in prune.KINDS:
+        r = prune.prune_and_finetune("baseline", kind, 0.5, "kd", dataset="mnist5k", profile="smoke",
+                                     results_dir=tmp_path)[0]
+        m = r["metrics"]
+        assert m["prune_kind"] == kind and "test_acc_before_ft" in m and m["prune_source"] == "baseline"
+        if kind == "unstructured":
+            assert m["sparsity"] == pytest.approx(0.5, abs=0.01) and m["params_nonzero"] < 0.55 * m["params"]
+        else:
+            assert m["params"] < 0.5 * m["params_before_prune"]
+        model = load_model(r["dir"] / "model.pt", in_shape=(1, 28, 28))
+        assert model(torch.randn(2, 1, 28, 28))[0].shape == (2, 10)
+
+
+def test_unknown_pruning_kind():
+    with pytest.raises(ValueError, match="Available: unstructured, structured"):
+        prune.apply_pruning(create_model("mlp_student", 4, in_shape=(1, 8, 8)), {"kind": "random"},
+                            tiny_dataset(), (1, 8, 8))

@@ -1,0 +1,69 @@
+import json
+import pytest
+
+from kd_helpers import experiment
+from kd_helpers.experiment import ConfigMismatch, RunSpec, distill, load_model, run, train_teacher
+from kd_helpers.results import load_histories, load_results, run_dir
+from kd_helpers.util import atomic_write_json
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    p = tmp_path / "m.json"
+    atomic_write_json(p, {"a": 1})
+
+    class Boom:
+        def __str__(self):
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        atomic_write_json(p, {"a": Boom()})
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert [f.name for f in tmp_path.iterdir()] == ["m.json"]  # no temp files left behind
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    train_teacher("mnist5k", "smoke", results_dir=root)
+    return root
+
+
+def test_run_directory_contents_and_tidy_frame(store):
+    distill("kd", "mnist5k", "smoke", seeds=[0, 1], results_dir=store)
+    d = run_dir(store, "mnist5k", "kd", 1)
+    for f in ("config.json", "env.json", "metrics.json", "history.csv", "predictions.npz", "model.pt"):
+        assert (d / f).exists(), f
+    assert not (d / "checkpoint.pt").exists()
+    env = json.loads((d / "env.json").read_text())
+    assert "torch" in env["packages"] and "git_commit" in env
+    df = load_results(store)
+    assert {"teacher", "kd"} <= set(df.run) and {"test_acc", "params", "flops", "latency_ms", "wall_s"} <= set(df.columns)
+    assert len(load_histories(store)) == len(df)  # smoke: one epoch each
+
+
+def test_finished_run_is_reused_not_retrained(store, monkeypatch):
+    distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store)
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a finished run"))
+    r = distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store)
+    assert r[0]["metrics"]["test_acc"] >= 0
+
+
+def test_changed_config_is_not_overwritten_silently(store):
+    distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store)
+    with pytest.raises(ConfigMismatch, match="lr: 0.001 -> 0.01"):
+        distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store, lr=0.01)
+
+
+def test_teacher_that_does_not_fit_the_architecture(store):
+    path = run_dir(store, "mnist5k", "teacher", 0) / "model.pt"
+    with pytest.raises(ValueError, match="does not fit architecture 'mlp_student'"):
+        load_model(path, expected_arch="mlp_student", in_shape=(1, 28, 28))
+
+
+def test_missing_teacher_says_which_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match="01_teacher"):
+        distill("kd", "mnist5k", "smoke", results_dir=tmp_path)
+
+
+def test_unknown_method(tmp_path):
+    with pytest.raises(ValueError, match="Available: .*srd_dist"):
+        run(RunSpec("mnist5k", "kd2", "mlp_student"), tmp_path)

@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from kd_helpers import stats
+
+
+def preds_from_table(n11, n10, n01, n00):
+    """Labels all 0; a is right on the first n11+n10, b on n11 and n01."""
+    a = np.array([0] * (n11 + n10) + [1] * (n01 + n00))
+    b = np.array([0] * n11 + [1] * n10 + [0] * n01 + [1] * n00)
+    return np.zeros(len(a), dtype=int), a, b
+
+
+def test_mcnemar_exact_branch_by_hand():
+    y, a, b = preds_from_table(50, 7, 1, 10)
+    r = stats.mcnemar_test(y, a, b)
+    assert (r["b"], r["c"], r["exact"]) == (7, 1, True)
+    # two-sided exact binomial: 2 * P(X <= 1), X ~ Bin(8, 0.5) = 2 * 9/256
+    assert math.isclose(r["p"], 2 * 9 / 256, rel_tol=1e-9)
+    assert r["table"].tolist() == [[50, 7], [1, 10]]
+
+
+def test_mcnemar_chi_square_branch_by_hand():
+    y, a, b = preds_from_table(100, 40, 20, 30)
+    r = stats.mcnemar_test(y, a, b)
+    chi2 = (abs(40 - 20) - 1) ** 2 / (40 + 20)
+    assert not r["exact"] and math.isclose(r["statistic"], chi2, rel_tol=1e-9)
+    assert math.isclose(r["p"], sps.chi2.sf(chi2, 1), rel_tol=1e-9)
+    assert "significant at 0.05: yes" in stats.mcnemar_sentence("A", "B", r)
+
+
+def test_holm_on_a_small_vector():
+    adj, rej = stats.holm([0.01, 0.04, 0.03, 0.005])
+    # sorted: .005*4=.02, .01*3=.03, .03*2=.06, .04*1 -> max(.04,.06)=.06
+    assert np.allclose(adj, [0.03, 0.06, 0.06, 0.02])
+    assert rej.tolist() == [True, False, False, True]
+
+
+def test_mean_ci_coverage_sanity():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):
+        x = rng.normal(1.0, 2.0, size=5)
+        _, _, lo, hi, _ = stats.mean_ci(x)
+        hits += lo <= 1.0 <= hi
+    assert 0.92 <= hits / 400 <= 0.98
+    m, sd, lo, hi, n = stats.mean_ci([0.9])
+    assert n == 1 and math.isnan(lo)
+
+
+def test_ece_perfect_and_known_miscalibration():
+    y = np.array([0, 1, 0, 1])
+    assert stats.ece(np.eye(2)[y], y) == 0.0
+    # always 0.8 confident in class 0, right half the time: ECE = |0.5 - 0.8| = 0.3
+    probs = np.tile([0.8, 0.2], (4, 1))
+    assert math.isclose(stats.ece(probs, y), 0.3, rel_tol=1e-9)
+
+
+def test_agreement_kl_nll_on_fixed_tensors():
+    t = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    s = np.array([[1.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    assert math.isclose(stats.agreement(t, s), 2 / 3)
+    pt, ps = stats.softmax(t), stats.softmax(s)
+    kl = np.mean([(pt[i] * np.log(pt[i] / ps[i])).sum() for i in range(3)])
+    assert math.isclose(stats.mean_kl(t, s), kl, rel_tol=1e-9)
+    assert stats.mean_kl(t, t) == pytest.approx(0, abs=1e-12)
+    assert math.isclose(stats.nll(t, np.array([0, 1, 0])), -np.mean(np.log(pt[[0, 1, 2], [0, 1, 0]])), rel_tol=1e-9)
+
+
+def test_paired_bootstrap_brackets_the_difference():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 500)
+    a = np.where(rng.random(500) < 0.9, y, (y + 1) % 3)
+    b = np.where(rng.random(500) < 0.8, y, (y + 1) % 3)
+    r = stats.paired_bootstrap(y, a, b, n_boot=500)
+    assert r["ci_low"] < r["diff"] < r["ci_high"] and r["ci_low"] > 0
+
+
+def test_summaries_and_relative_to_teacher():
+    df = pd.DataFrame({"dataset": "d", "run": ["teacher", "s", "s"], "seed": [0, 0, 1],
+                       "test_acc": [0.9, 0.8, 0.82], "test_errors": [10, 20, 18],
+                       "params": [1000, 100, 100], "latency_ms": [2.0, 0.5, 0.5]})
+    s = stats.summarize(df)
+    row = s[s.run == "s"].iloc[0]
+    assert row.n == 2 and math.isclose(row["mean"], 0.81) and row.ci_low < 0.81 < row.ci_high
+    r = stats.relative_to_teacher(df)
+    assert r[r.run == "s"].retention_pct.round(4).tolist() == [round(80 / 0.9, 4), round(82 / 0.9, 4)]
+    assert r[r.run == "s"].compression.tolist() == [10, 10] and r[r.run == "s"].speedup.tolist() == [4, 4]
+    p = stats.paired_seed_comparison(df, "s", "s")
+    assert p["mean_diff"] == 0
+
+
+def test_versus_reference_and_interpretation():
+    y, a, b = preds_from_table(100, 40, 5, 30)
+    vs = stats.versus_reference(y, {"base": b, "new": a}, "base")
+    assert vs.run.tolist() == ["new"] and vs.significant.tolist() == [True]
+    text = stats.interpret(vs)
+    assert "significantly better: new" in text

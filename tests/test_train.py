@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from kd_helpers.losses import build_loss, describe_pair
+from kd_helpers.models import create_model
+from kd_helpers.train import NonFiniteLoss, TrainConfig, fit, lr_factor
+from conftest import tiny_dataset
+
+CFG = TrainConfig(epochs=4, batch_size=16, lr=3e-3, eval_batch_size=64)
+
+
+def make():
+    torch.manual_seed(0)
+    return create_model("mlp_student", 4, in_shape=(1, 8, 8))
+
+
+def test_loss_goes_down_and_history_is_complete():
+    data = tiny_dataset()
+    hist = fit(make(), build_loss("ce"), data, CFG, progress=False)
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
+    assert {"train_ce", "train_acc", "val_acc", "test_acc", "time_s", "cpu_s", "lr"} <= set(hist[0])
+    assert hist[-1]["train_acc"] > 0.9
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    data = tiny_dataset()
+    full = fit(make(), build_loss("ce"), data, CFG, progress=False)
+    ck = tmp_path / "ck.pt"
+    fit(make(), build_loss("ce"), data, TrainConfig(**{**CFG.__dict__, "epochs": 2}), checkpoint=ck, progress=False)
+    assert torch.load(ck, weights_only=False)["epoch"] == 1  # "interrupted" after epoch 2
+    model = make()
+    resumed = fit(model, build_loss("ce"), data, CFG, checkpoint=ck, progress=False)
+    assert [h["epoch"] for h in resumed] == [1, 2, 3, 4]
+    for a, b in zip(full, resumed):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["val_acc"] == b["val_acc"]
+
+
+def test_same_seed_same_result_on_cpu():
+    data = tiny_dataset()
+    a = fit(make(), build_loss("ce"), data, CFG, progress=False)
+    b = fit(make(), build_loss("ce"), data, CFG, progress=False)
+    assert [h["train_loss"] for h in a] == [h["train_loss"] for h in b]
+
+
+def test_nan_loss_stops_with_a_clear_message():
+    data = tiny_dataset()
+    model = make()
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss, match="Lower the learning rate"):
+        fit(model, build_loss("ce"), data, CFG, progress=False)
+
+
+def test_kd_through_fit_uses_teacher_and_records_terms(tmp_path):
+    data = tiny_dataset()
+    teacher = create_model("mlp_teacher", 4, in_shape=(1, 8, 8))
+    fit(teacher, build_loss("ce"), data, CFG, progress=False)
+    student = make()
+    pair = describe_pair(student, teacher, (1, 8, 8), 4)
+    hist = fit(student, build_loss("kd", pair, T=4.0, alpha=0.5), data, CFG, teacher=teacher,
+               cache_dir=tmp_path, progress=False)
+    assert "train_kd" in hist[0] and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert list(tmp_path.glob("teacher_outputs_*.pt"))  # cached next to the teacher
+
+
+def test_lr_schedules():
+    assert lr_factor("constant", 5, 10) == 1
+    assert lr_factor("cosine", 0, 10) == 1 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("step", 4, 10) == 1 and lr_factor("step", 5, 10) == pytest.approx(0.1)
+    assert lr_factor("step", 8, 10) == pytest.approx(0.01)
+    with pytest.raises(ValueError):
+        lr_factor("warp", 0, 1)
