@@ -66,6 +66,12 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y["train"])
 
+    def to(self, device) -> "Dataset":
+        """A copy with every split on ``device`` (on CUDA the whole uint8 dataset fits easily)."""
+        return Dataset(self.name, {k: v.to(device) for k, v in self.x.items()},
+                       {k: v.to(device) for k, v in self.y.items()}, self.mean, self.std, self.classes,
+                       self.augment, self.source)
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = (t.to(x.device) for t in self._norm)
         return (x.float() / 255.0 - mean) / std
@@ -83,13 +89,13 @@ class Dataset:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            xb = x_all[idx].to(device, non_blocking=True)
+            xb = x_all[idx.to(x_all.device)].to(device, non_blocking=True)
             if augment:
                 xb = crop_flip(xb, generator=generator)
             xb = self.normalise(xb)
             if channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, y_all[idx].to(device, non_blocking=True), idx
+            yield xb, y_all[idx.to(y_all.device)].to(device, non_blocking=True), idx
 
     def summary(self) -> dict:
         return {"dataset": self.name, "source": self.source, "input_shape": self.input_shape,

@@ -59,3 +59,15 @@ def describe(model: nn.Module, in_shape, latency_repeats: int = 20) -> dict:
     return {"params": count_params(model), "params_nonzero": count_params(model, nonzero=True),
             "flops": flops(model, in_shape), "latency_ms": lat, "latency_std_ms": lat_sd,
             "latency_b64_ms": blat, "latency_b64_std_ms": blat_sd, "size_bytes": size_on_disk(model)}
+
+
+def compare_latency(models: dict[str, nn.Module], in_shape, batch: int = 1, rounds: int = 5,
+                    number: int = 20) -> dict[str, tuple[float, float]]:
+    """Latency (mean, std in ms) of several models measured in interleaved rounds, so that
+    load changes on the machine hit all of them alike (ratios are what to read)."""
+    times = {k: [] for k in models}
+    for _ in range(rounds):
+        for k, m in models.items():
+            mean, _ = latency_ms(m, in_shape, batch=batch, repeats=3, number=number)
+            times[k].append(mean)
+    return {k: (float(np.mean(v)), float(np.std(v))) for k, v in times.items()}

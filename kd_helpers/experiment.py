@@ -61,8 +61,10 @@ def _diff(old: dict, new: dict, prefix="") -> list[str]:
     return out
 
 
-def load_model(path, expected_arch: str | None = None, num_classes: int = 10, in_shape=None):
-    """Load a run's ``model.pt``; a checkpoint that does not fit the architecture fails clearly."""
+def load_model(path, expected_arch: str | None = None, num_classes: int | None = None, in_shape=None):
+    """Load a run's ``model.pt``; a checkpoint that does not fit the architecture fails clearly.
+
+    ``num_classes``/``in_shape`` default to what the checkpoint recorded."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}. Train that run first (see notebooks/01_teacher).")
@@ -70,6 +72,8 @@ def load_model(path, expected_arch: str | None = None, num_classes: int = 10, in
     arch = expected_arch or state["arch"]
     if state.get("pruned") and expected_arch in (None, state["arch"]):
         return state["module"]  # structured pruning changed the layer shapes: the saved module is authoritative
+    num_classes = num_classes or state.get("num_classes", 10)
+    in_shape = tuple(in_shape or state.get("in_shape") or (1, 28, 28))
     model = create_model(arch, num_classes, in_shape=in_shape)
     try:
         model.load_state_dict(state["model"])
@@ -80,8 +84,9 @@ def load_model(path, expected_arch: str | None = None, num_classes: int = 10, in
     return model
 
 
-def _save_model(model, path, arch, pruned: bool = False):
-    blob = {"arch": arch, "model": model.state_dict(), "pruned": pruned}
+def _save_model(model, path, arch, in_shape, num_classes, pruned: bool = False):
+    blob = {"arch": arch, "model": model.state_dict(), "pruned": pruned, "in_shape": list(in_shape),
+            "num_classes": num_classes}
     if pruned:
         blob["module"] = model
     atomic_torch_save(blob, path)
@@ -150,13 +155,13 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     val_logits, _ = predict(model, data, "val", spec.train.eval_batch_size)
     y = data.y["test"]
     metrics = {"test_acc": evaluate.accuracy(logits, y), "test_errors": evaluate.error_count(logits, y),
-               "n_test": len(y), "val_acc": evaluate.accuracy(val_logits, data.y["val"]) if len(data.y["val"]) else None,
+               "n_test": len(y), "input_shape": list(in_shape), "val_acc": evaluate.accuracy(val_logits, data.y["val"]) if len(data.y["val"]) else None,
                "best_val_epoch": int(max(history, key=lambda r: r["val_acc"])["epoch"]),
                **{f"test_acc_{k}": evaluate.accuracy(z, y) for k, z in extras.items()},
                **evaluate.describe(model, in_shape), **(pruning.metrics if pruning else {})}
     metrics.update(_costs(spec, model, teacher, loss_fn, data, history, in_shape,
                           time.perf_counter() - t_wall, time.process_time() - t_cpu))
-    _save_model(model, out / "model.pt", spec.model, pruned=bool(pruning and pruning.structural))
+    _save_model(model, out / "model.pt", spec.model, in_shape, ncls, pruned=bool(pruning and pruning.structural))
     save_run(out, config=config, env=environment(), history=history, labels=y.numpy(),
              logits=logits.numpy(), extra_logits={k: z.numpy() for k, z in extras.items()}, metrics=metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)

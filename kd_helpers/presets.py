@@ -22,6 +22,7 @@ class Preset:
     data: DataConfig
     # the study's chosen hyper-parameters per method for this family (None values fall back here)
     loss: dict[str, dict] = field(default_factory=dict)
+    prune_epochs: int = 5          # fine-tuning after pruning (20_pruning)
 
     @property
     def teacher(self) -> str:
@@ -69,4 +70,6 @@ def preset(dataset: str, profile: str = "quick") -> Preset:
         teacher_train = train
         data = replace(data, val_size=64, limit_train=256, limit_test=128)
     models = dict(zip(("teacher", "student", "fitnet", "student_mod"), names))
-    return Preset(models, train=train, teacher_train=teacher_train, data=data, loss=_LOSS[fam])
+    prune_epochs = {"smoke": 1, "quick": 3, "paper": 5}[profile]
+    return Preset(models, train=train, teacher_train=teacher_train, data=data, loss=_LOSS[fam],
+                  prune_epochs=prune_epochs)

@@ -96,7 +96,8 @@ def apply_pruning(model: nn.Module, cfg: dict, data, in_shape) -> Pruning:
 def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "kd", *, dataset: str,
                        profile: str = "quick", seeds=(0,), epochs: int | None = None, results_dir=None,
                        data_dir=None, importance: str = "l1") -> list[dict]:
-    """Prune run ``source`` (same seed) and fine-tune it with ``finetune`` ('ce' or 'kd').
+    """Prune run ``source`` (same seed) and fine-tune it with ``finetune`` ('ce' or 'kd') for
+    ``epochs`` (default: the profile's ``prune_epochs``).
 
     Stored as run ``prune_<kind>_<amount>_<finetune>_<source>`` in the results store.
     """
@@ -110,7 +111,7 @@ def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "k
     out = []
     for s in seeds:
         src_cfg = read_json(run_dir(root, dataset, source, s) / "config.json")
-        train = replace(p.train, epochs=epochs or p.train.epochs)
+        train = replace(p.train, epochs=epochs or p.prune_epochs)
         hp = p.loss.get(finetune, {})
         spec = RunSpec(dataset, finetune, src_cfg["model"], seed=s,
                        run=f"prune_{kind[:6]}_{int(round(amount * 100))}_{finetune}_{source}",
@@ -118,3 +119,25 @@ def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "k
                        init_from=source, prune={"kind": kind, "amount": amount, "importance": importance})
         out.append(run(spec, results_dir, data_dir, profile=profile))
     return out
+
+
+def speed_check(results, source: str, seed: int = 0, batches=(1, 64)):
+    """Re-measure the source and every model pruned from it, interleaved in one process, and
+    return latency and speed-up (source latency / pruned latency) per model and batch size."""
+    import pandas as pd
+
+    from .evaluate import compare_latency
+    from .experiment import load_model
+    # CE- and KD-fine-tuned models share the same shapes and sparsity: timing one of them suffices
+    pruned = (results.get("prune_source") == source) & (results.method != "ce")
+    rows = results[(results.seed == seed) & ((results.run == source) | pruned)]
+    models = {r.run: load_model(f"{r.dir}/model.pt").eval() for r in rows.itertuples()}
+    shape = tuple(rows.input_shape.iloc[0])
+    out = []
+    for b in batches:
+        lat = compare_latency(models, shape, batch=b, number=20 if b == 1 else 3)
+        for r in rows.itertuples():
+            out.append({"run": r.run, "kind": getattr(r, "prune_kind", None), "amount": getattr(r, "prune_amount", None),
+                        "batch": b, "latency_ms": lat[r.run][0], "latency_std_ms": lat[r.run][1],
+                        "speedup": lat[source][0] / lat[r.run][0]})
+    return pd.DataFrame(out)

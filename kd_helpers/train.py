@@ -105,6 +105,8 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
     """
     setup_threads()
     device = device_default()
+    if device.type == "cuda":
+        data = data.to(device)  # no host-to-device copy per batch
     channels_last = cfg.channels_last and len(data.input_shape) == 3 and data.input_shape[1] > 1
     memfmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memfmt)

@@ -15,11 +15,15 @@ from kd_helpers.losses.kd import kd_div
 from kd_helpers.losses.rkd import angle_loss, pairwise_distance_loss
 from kd_helpers.models import create_model
 
-torch.set_default_dtype(torch.float64)  # references in float64: tight tolerances
 
 
-def teardown_module():
-    torch.set_default_dtype(torch.float32)
+@pytest.fixture(autouse=True)
+def float64():
+    """References in float64 for tight tolerances; restored after each test (xdist shares workers)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def np_softmax(z):
@@ -33,8 +37,8 @@ def huber(a, b):
     return np.where(d < 1, 0.5 * d ** 2, d - 0.5).mean()
 
 
-S = torch.tensor([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]])
-T_ = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]])
+S = torch.tensor([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]], dtype=torch.float64)
+T_ = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]], dtype=torch.float64)
 Y = torch.tensor([1, 2])
 
 
@@ -228,7 +232,7 @@ def test_byot_terms_by_hand():
         z = head["fc"](e)
         ref_ce += 0.7 * F.cross_entropy(z, y).item()
         ref_kd += 0.3 * kd_div(z, out[0], 2.0).item()
-        ref_hint += 0.1 * ((e - out[1][-1]) ** 2).sum(1).mean().item()
+        ref_hint += 0.1 * ((e - out[1][-1]) ** 2).mean().item()
     assert math.isclose(terms["exit_ce"].item(), ref_ce, rel_tol=1e-8)
     assert math.isclose(terms["exit_kd"].item(), ref_kd, rel_tol=1e-8)
     assert math.isclose(terms["exit_hint"].item(), ref_hint, rel_tol=1e-8)
@@ -285,7 +289,6 @@ def test_every_method_takes_one_step(name, family):
         assert p.grad is not None, name
     opt.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, student.parameters()))
-    torch.set_default_dtype(torch.float64)
 
 
 def test_unknown_method_and_missing_teacher_are_clear():
@@ -295,3 +298,11 @@ def test_unknown_method_and_missing_teacher_are_clear():
         build_loss("kd", None)
     with pytest.raises(TypeError, match="accepts: T, alpha"):
         build_loss("kd", vec_pair(), temperature=3)
+
+
+def test_incompatible_feature_shapes_are_clear():
+    pair = Pair(10, s_shapes=[(16, 8, 8), (32,)], t_shapes=[(1200,), (1200,)])
+    with pytest.raises(ValueError, match="both vectors or both spatial maps"):
+        build_loss("feature_kd", pair, s_layer=0, t_layer=0)
+    with pytest.raises(ValueError, match="penultimate embeddings"):
+        build_loss("srd", Pair(10, s_shapes=[(16, 8, 8)], t_shapes=[(1200,)], teacher=torch.nn.Linear(1, 1)))

@@ -22,12 +22,16 @@ class BYOT(DistillLoss):
     """Deepest exit: CE. Each shallow exit i: ``(1-alpha)*CE(y, q_i) + alpha*T^2*KL(q_C^T || q_i^T)
     + lambda*||F_i - F_C||^2`` where C is the deepest classifier and F its embedding (eq. 1-3).
 
+    The feature distance is the per-element mean, so ``lam`` does not scale with the width:
+    summed over an 800-d MLP embedding, lambda=0.03 made the hint ~50x the CE term (measured
+    on mnist5k) and cost 7 points of accuracy.
+
     No teacher network. Exits sit on every intermediate feature but the embedding; each is
     recorded as ``exit<i>`` (the student's own head is the deepest exit).
     """
     requires_teacher = False
 
-    def __init__(self, pair=None, alpha: float = 0.3, lam: float = 0.03, T: float = 3.0):
+    def __init__(self, pair=None, alpha: float = 0.3, lam: float = 1.0, T: float = 3.0):
         super().__init__(pair)
         emb = pair.s_shapes[-1][0]
         self.exits = nn.ModuleList(exit_head(s, emb, pair.num_classes) for s in pair.s_shapes[:-1])
@@ -45,7 +49,7 @@ class BYOT(DistillLoss):
         for e, z in self._exits(feats[:-1]):
             terms["exit_ce"] = terms["exit_ce"] + (1 - self.alpha) * F.cross_entropy(z, y)
             terms["exit_kd"] = terms["exit_kd"] + self.alpha * kd_div(z, deep_z, self.T)
-            terms["exit_hint"] = terms["exit_hint"] + self.lam * (e - deep_f).pow(2).sum(1).mean()
+            terms["exit_hint"] = terms["exit_hint"] + self.lam * (e - deep_f).pow(2).mean()
         return terms
 
     def extra_logits(self, x, s_out):

@@ -1,0 +1,47 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from kd_helpers.experiment import distill, train_teacher
+from kd_helpers.report import END, START, results_table, update_readme
+from kd_helpers.results import load_results
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+def test_benchmark_tiny_mode_output_format(capsys):
+    spec = importlib.util.spec_from_file_location("throughput", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--tiny"])
+    out = capsys.readouterr().out
+    assert "| scenario | usual loop (img/s) | this project (img/s) | ratio |" in out
+    for name in ("CIFAR-10 baseline student", "CIFAR-10 KD student, no aug", "CIFAR-10 KD student, crop+flip",
+                 "MNIST KD student"):
+        assert f"| {name} |" in out
+    assert "teacher training / matmul" in out and "KD epoch (cached teacher) / baseline-student epoch" in out
+    assert all(r["ratio"] > 0 for r in res["rows"]) and res["matmul_gflops"] > 0
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    train_teacher("mnist5k", "smoke", results_dir=root)
+    distill("kd", "mnist5k", "smoke", seeds=[0, 1], results_dir=root)
+    return root
+
+
+def test_results_table_reference_format(store):
+    t = results_table(load_results(store), "mnist5k")
+    assert list(t.columns[:8]) == ["Model", "Arch", "Seeds", "Errors", "Accuracy", "95% CI", "Params", "Latency (ms)"]
+    assert t.set_index("Model").loc["kd", "Seeds"] == 2 and "±" in t.set_index("Model").loc["kd", "Accuracy"]
+
+
+def test_update_readme_rewrites_only_the_marked_section(store, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n\n{START}\nold\n{END}\n\nafter\n")
+    update_readme("smoke", store, readme)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("# title\n\nbefore") and text.endswith("after\n")
+    assert "| kd " in text and "mnist5k" in text and "--update-readme" in text
