@@ -81,7 +81,7 @@ def cycle(make):
         yield from make()
 
 
-def scenario(data, s_name, t_name, method, augment, batch, n_steps, workers, mode):
+def scenario(data, s_name, t_name, method, augment, batch, n_steps, workers, mode, compile_student=False):
     torch.manual_seed(0)
     shape, k = data.input_shape, data.num_classes
     student = create_model(s_name, k, in_shape=shape)
@@ -107,9 +107,11 @@ def scenario(data, s_name, t_name, method, augment, batch, n_steps, workers, mod
         batches = cycle(lambda: data.batches("train", batch, shuffle=True, augment=augment, generator=gen,
                                              channels_last=cl))
 
+    forward = torch.compile(student) if compile_student else student
+
     def step(x, y, idx):
         t = teacher_out(x, idx) if teacher is not None else None
-        terms = loss(student(x), t, y, x=x)
+        terms = loss(forward(x), t, y, x=x)
         opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         opt.step()
@@ -145,7 +147,7 @@ def teacher_training_gflops(data, t_name, batch, n_steps) -> float:
     return ips * 3 * flops(model, shape) / 1e9  # backward ~ 2x forward
 
 
-def run(tiny: bool, data_dir=None, workers: int = 2) -> dict:
+def run(tiny: bool, data_dir=None, workers: int = 2, compile_check: bool = False) -> dict:
     setup_threads()
     steps = 3 if tiny else 30
     cnn = ("cnn_student", "cnn_teacher")
@@ -170,13 +172,18 @@ def run(tiny: bool, data_dir=None, workers: int = 2) -> dict:
         rows.append({"scenario": name, "usual_img_s": a, "ours_img_s": b, "ratio": b / a, "cache_build_s": cache_s})
     base = next(r for r in rows if "baseline" in r["scenario"])
     kd = next(r for r in rows if "no aug" in r["scenario"])
+    extra = {}
+    if compile_check:  # TrainConfig.compile stays off unless this shows a gain
+        eager = kd["ours_img_s"]
+        compiled, _ = scenario(cifar, cnn[0], cnn[1], "kd", False, 128, steps, workers, "ours", compile_student=True)
+        extra["compile_over_eager"] = compiled / eager
     mm = matmul_gflops(512 if tiny else 2048, 2 if tiny else 10)
     tg = teacher_training_gflops(cifar, cnn[1], 128, steps)
     return {"rows": rows, "kd_over_baseline_epoch_cost": base["ours_img_s"] / kd["ours_img_s"],
             "matmul_gflops": mm, "teacher_train_gflops": tg, "teacher_fraction_of_matmul": tg / mm,
             "machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__},
-            "tiny": tiny}
+            "tiny": tiny, **extra}
 
 
 TARGETS = {"CIFAR-10 KD student, no aug": ">= 4x", "CIFAR-10 KD student, crop+flip": ">= 1.5x"}
@@ -196,6 +203,8 @@ def markdown(res: dict, command: str) -> str:
               f"| teacher training GFLOP/s | {res['teacher_train_gflops']:.1f} | |",
               f"| large fp32 matmul GFLOP/s | {res['matmul_gflops']:.1f} | |",
               f"| teacher training / matmul | {100 * res['teacher_fraction_of_matmul']:.0f}% | >= 50% |"]
+    if "compile_over_eager" in res:
+        lines.append(f"| torch.compile / eager, CIFAR-10 KD student | {res['compile_over_eager']:.2f}x | on only if > 1 |")
     return "\n".join(lines)
 
 
@@ -206,9 +215,10 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the usual loop")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     ap.add_argument("--update-readme", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile on the KD student")
     args = ap.parse_args(argv)
-    res = run(args.tiny, args.data_dir, args.workers)
-    cmd = "python benchmarks/throughput.py" + (" --tiny" if args.tiny else "")
+    res = run(args.tiny, args.data_dir, args.workers, args.compile)
+    cmd = "python benchmarks/throughput.py" + (" --tiny" if args.tiny else "") + (" --compile" if args.compile else "")
     md = markdown(res, cmd)
     print(md)
     if args.json:
