@@ -153,9 +153,10 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     model.cpu().float()
     logits, extras = predict(model, data, "test", spec.train.eval_batch_size, loss_fn.cpu())
     val_logits, _ = predict(model, data, "val", spec.train.eval_batch_size)
-    y = data.y["test"]
+    y, y_val = data.y["test"], data.y["val"]
     metrics = {"test_acc": evaluate.accuracy(logits, y), "test_errors": evaluate.error_count(logits, y),
-               "n_test": len(y), "input_shape": list(in_shape), "val_acc": evaluate.accuracy(val_logits, data.y["val"]) if len(data.y["val"]) else None,
+               "n_test": len(y), "input_shape": list(in_shape),
+               "val_acc": evaluate.accuracy(val_logits, y_val) if len(y_val) else None,
                "best_val_epoch": int(max(history, key=lambda r: r["val_acc"])["epoch"]),
                **{f"test_acc_{k}": evaluate.accuracy(z, y) for k, z in extras.items()},
                **evaluate.describe(model, in_shape), **(pruning.metrics if pruning else {})}

@@ -154,5 +154,10 @@ def cnn_student_mod(num_classes=10, in_shape=(3, 32, 32), **kw):
 
 @register_model("cnn_fitnet")
 def cnn_fitnet(num_classes=10, in_shape=(3, 32, 32), **kw):
-    """Thin-deep FitNets student: 3 stages x 3 convs (16/32/48), global pooling (~0.09M params)."""
-    return ConvNet(in_shape[0], [16, 32, 48], num_classes, depth=3, fc=None, image_size=in_shape[1], **kw)
+    """Thin-deep FitNets student: 3 stages x 3 convs (16/32/48) with BatchNorm, global pooling (~0.085M).
+
+    Without normalisation this 9-conv plain net stayed at chance under KD on the quick CIFAR-10
+    run (measured); BN costs 576 parameters.
+    """
+    return ConvNet(in_shape[0], [16, 32, 48], num_classes, depth=3, fc=None, image_size=in_shape[1],
+                   norm=kw.pop("norm", True), **kw)

@@ -41,9 +41,12 @@ def results_table(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return out.sort_values("_acc", ascending=False).drop(columns="_acc").reset_index(drop=True)
 
 
-def markdown_tables(df: pd.DataFrame, title_note: str = "") -> str:
+def markdown_tables(df: pd.DataFrame, title_note: str = "", include_pruned: bool = False) -> str:
+    """One table per dataset; pruned models (notebook 20) are left out unless asked for."""
+    if not include_pruned:
+        df = df[~df.run.str.startswith("prune_")]
     parts = []
-    for ds in df.dataset.unique():
+    for ds in sorted(df.dataset.unique()):
         t = results_table(df, ds)
         parts.append(f"**{ds}** {title_note}\n\n{t.to_markdown(index=False)}\n")
     return "\n".join(parts)

@@ -3,6 +3,7 @@ import torch
 from kd_helpers.losses import build_loss, describe_pair
 from kd_helpers.models import create_model
 from kd_helpers.teacher_cache import TeacherOutputs, teacher_key
+from kd_helpers.train import TrainConfig, fit
 from conftest import tiny_dataset
 
 
@@ -42,8 +43,15 @@ def test_cache_is_reused_and_invalidated_when_the_teacher_changes(tmp_path):
     assert teacher_key(teacher, data, True) != teacher_key(teacher, data, False)
 
 
-def test_augmentation_disables_the_cache():
-    data = tiny_dataset(augment=True)
-    teacher = create_model("mlp_teacher", 4, in_shape=(1, 8, 8)).eval()
-    # fit passes cached = cache_teacher and not augment
-    assert not TeacherOutputs(teacher, data, feats=False, cached=False).is_cached
+def test_augmentation_runs_the_teacher_on_every_augmented_batch(tmp_path):
+    data = tiny_dataset(shape=(3, 8, 8), augment=True)
+    teacher = create_model("cnn_teacher", 4, in_shape=(3, 8, 8)).eval()
+    student = create_model("cnn_student", 4, in_shape=(3, 8, 8))
+    seen = []
+    teacher.register_forward_hook(lambda m, inp, out: seen.append(len(inp[0])))
+    loss = build_loss("kd", describe_pair(student, teacher, (3, 8, 8), 4))
+    seen.clear()
+    fit(student, loss, data, TrainConfig(epochs=2, batch_size=16), teacher=teacher, cache_dir=tmp_path,
+        progress=False)
+    assert not list(tmp_path.glob("teacher_outputs_*.pt"))  # no stale cached views
+    assert sum(seen) == 2 * len(data.y["train"])  # one teacher pass per augmented image per epoch
