@@ -5,12 +5,12 @@ the no-KD baseline ``ce``) and read results with ``kd_helpers.results.load_resul
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import evaluate
@@ -44,10 +44,6 @@ class RunSpec:
 
 class ConfigMismatch(RuntimeError):
     pass
-
-
-def _as_config(spec: RunSpec) -> dict:
-    return asdict(spec)
 
 
 def _diff(old: dict, new: dict, prefix="") -> list[str]:
@@ -104,7 +100,7 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
         raise ValueError(f"Unknown method '{spec.method}'. Available: {', '.join(sorted(LOSSES))}")
     root = results_root(results_dir, profile)
     out = run_dir(root, spec.dataset, spec.run, spec.seed)
-    config = _as_config(spec)
+    config = asdict(spec)
     if is_finished(out) and not force:
         old = read_json(out / "config.json")
         if old == json_roundtrip(config):
@@ -182,7 +178,7 @@ def _costs(spec, model, teacher, loss_fn, data, history, in_shape, wall, cpu) ->
 
 
 def json_roundtrip(obj):
-    import json
+    """What ``obj`` looks like after a trip through config.json (tuples become lists, etc.)."""
     return json.loads(json.dumps(obj, default=str))
 
 

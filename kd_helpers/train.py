@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm  # plain text bars: readable in executed notebooks and logs
 
 from .data import Dataset
+from .evaluate import accuracy
 from .losses import DistillLoss
 from .teacher_cache import TeacherOutputs
 from .util import atomic_torch_save, device_default, setup_threads
@@ -88,10 +89,6 @@ def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
     if extra is not None:
         extra.train(was[1])
     return torch.cat(outs), {k: torch.cat(v) for k, v in extras.items()}
-
-
-def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return (logits.argmax(1) == y).float().mean().item() if len(y) else float("nan")
 
 
 def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig, *,
@@ -177,9 +174,9 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
                **{f"train_{k}": v / seen for k, v in sums.items()}, "train_acc": correct / seen}
         for split in ("val", "test"):
             logits, extras = predict(model, data, split, cfg.eval_batch_size, loss_fn, device, channels_last)
-            row[f"{split}_acc"] = _accuracy(logits, data.y[split])
+            row[f"{split}_acc"] = accuracy(logits, data.y[split])
             for k, z in extras.items():
-                row[f"{split}_acc_{k}"] = _accuracy(z, data.y[split])
+                row[f"{split}_acc_{k}"] = accuracy(z, data.y[split])
         row["time_s"] = time.perf_counter() - t0
         row["cpu_s"] = time.process_time() - c0
         history.append(row)
