@@ -62,6 +62,17 @@ def usual_loader(data, batch, augment, workers):
                       persistent_workers=workers > 0)
 
 
+def train_step(forward, loss, opt, teacher_out=None):
+    """One optimisation step, the same for every path and model being timed."""
+    def step(x, y, idx):
+        t = teacher_out(x, idx) if teacher_out is not None else None
+        terms = loss(forward(x), t, y, x=x)
+        opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        opt.step()
+    return step
+
+
 def timed_steps(step, batches, n_steps, warmup=3) -> float:
     """Images per second over ``n_steps`` steps after ``warmup`` (data loading included)."""
     it = iter(batches)
@@ -107,13 +118,7 @@ def scenario(data, s_name, t_name, method, augment, batch, n_steps, workers, mod
                                              channels_last=cl))
 
     forward = torch.compile(student) if compile_student else student
-
-    def step(x, y, idx):
-        t = teacher_out(x, idx) if teacher is not None else None
-        terms = loss(forward(x), t, y, x=x)
-        opt.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        opt.step()
+    step = train_step(forward, loss, opt, teacher_out if teacher is not None else None)
     return timed_steps(step, batches, n_steps), cache_s
 
 
@@ -136,13 +141,7 @@ def teacher_training_gflops(data, t_name, batch, n_steps) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     batches = cycle(lambda: data.batches("train", batch, shuffle=True, generator=gen, channels_last=cl))
-
-    def step(x, y, idx):
-        terms = loss(model(x), None, y)
-        opt.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        opt.step()
-    ips = timed_steps(step, batches, n_steps)
+    ips = timed_steps(train_step(model, loss, opt), batches, n_steps)
     return ips * 3 * flops(model, shape) / 1e9  # backward ~ 2x forward
 
 

@@ -26,8 +26,8 @@ def teacher_key(teacher: nn.Module, data: Dataset, feats: bool) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     h.update(repr((data.name, data.source, data.mean, data.std, tuple(data.x["train"].shape), feats)).encode())
-    h.update(data.y["train"].numpy().tobytes())
-    h.update(data.x["train"][:: max(len(data.y["train"]) // 64, 1)].numpy().tobytes())  # sampled pixels
+    h.update(data.y["train"].cpu().numpy().tobytes())
+    h.update(data.x["train"][:: max(len(data.y["train"]) // 64, 1)].cpu().numpy().tobytes())  # sampled pixels
     return h.hexdigest()[:16]
 
 

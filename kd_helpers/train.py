@@ -174,9 +174,10 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
                **{f"train_{k}": v / seen for k, v in sums.items()}, "train_acc": correct / seen}
         for split in ("val", "test"):
             logits, extras = predict(model, data, split, cfg.eval_batch_size, loss_fn, device, channels_last)
-            row[f"{split}_acc"] = accuracy(logits, data.y[split])
+            y_split = data.y[split].cpu()  # predict returns CPU logits; data may live on the GPU
+            row[f"{split}_acc"] = accuracy(logits, y_split)
             for k, z in extras.items():
-                row[f"{split}_acc_{k}"] = accuracy(z, data.y[split])
+                row[f"{split}_acc_{k}"] = accuracy(z, y_split)
         row["time_s"] = time.perf_counter() - t0
         row["cpu_s"] = time.process_time() - c0
         history.append(row)
