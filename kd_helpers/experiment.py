@@ -174,7 +174,8 @@ def _costs(spec, model, teacher, loss_fn, data, history, in_shape, wall, cpu) ->
         cached = spec.train.cache_teacher and not (data.augment if spec.train.augment is None else spec.train.augment)
         t_flops = evaluate.flops(teacher, in_shape) * n * (1 if cached else epochs)
     return {"wall_s": wall, "cpu_s": cpu, "train_s": float(sum(r["time_s"] for r in history)),
-            "train_flops": s_flops + t_flops, "teacher_flops": t_flops}
+            "train_flops": s_flops + t_flops, "teacher_flops": t_flops,
+            "precision": history[-1].get("precision", "float32") if history else None}
 
 
 def json_roundtrip(obj):

@@ -15,8 +15,9 @@ from tqdm import tqdm  # plain text bars: readable in executed notebooks and log
 from .data import Dataset
 from .evaluate import accuracy
 from .losses import DistillLoss
+from .losses.base import full
 from .teacher_cache import TeacherOutputs
-from .util import atomic_torch_save, device_default, setup_threads
+from .util import atomic_torch_save, autocast_dtype, device_default, setup_threads
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,10 @@ class TrainConfig:
     seed: int = 0
     cache_teacher: bool = True    # reuse teacher outputs when inputs are deterministic
     channels_last: bool = True    # CNNs on CPU run faster in NHWC
-    amp: bool = True              # mixed precision, CUDA only
+    # mixed precision for training steps and the per-epoch val/test curves (a run's final
+    # metrics are always fp32): auto | fp32 | bf16 | fp16; auto = fp16 on CUDA, bf16 on CPUs
+    # with AMX/AVX512-BF16, else fp32 (util.autocast_dtype)
+    precision: str = "auto"
     compile: bool = False         # torch.compile: off unless measured to help (see benchmarks/)
     eval_batch_size: int = 1024
 
@@ -65,14 +69,24 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def as_fp32(out):
+    """``(logits, feats)`` out of autocast: fp16/bf16 become float32, nothing else changes."""
+    logits, feats = out
+    return full(logits), [full(f) for f in feats]
+
+
 class NonFiniteLoss(FloatingPointError):
     pass
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
-            extra: DistillLoss | None = None, device=None, channels_last: bool = False):
-    """Logits of ``model`` on a split (float32, CPU), and of any extra classifiers of ``extra``."""
+            extra: DistillLoss | None = None, device=None, channels_last: bool = False,
+            autocast: torch.dtype | None = None):
+    """Logits of ``model`` on a split (float32, CPU), and of any extra classifiers of ``extra``.
+
+    ``autocast``: run in that low precision (the per-epoch curves of ``fit``); final metrics
+    are computed without it."""
     device = device or next(model.parameters()).device
     was = model.training, extra.training if extra is not None else None
     model.eval()
@@ -80,10 +94,13 @@ def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
         extra.eval()
     outs, extras = [], defaultdict(list)
     for x, _, _ in data.batches(split, batch_size, device=device, channels_last=channels_last):
-        out = model(x)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            out = model(x)
         outs.append(out[0].float().cpu())
         if extra is not None:
-            for k, z in extra.extra_logits(x, out).items():
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                extra_out = extra.extra_logits(x, out)
+            for k, z in extra_out.items():
                 extras[k].append(z.float().cpu())
     model.train(was[0])
     if extra is not None:
@@ -112,8 +129,9 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
         teacher.to(device, memory_format=memfmt).eval().requires_grad_(False)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     opt = make_optimizer(params, cfg)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    # fp16 needs loss scaling; bf16 has fp32's exponent range and does not
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     augment = data.augment if cfg.augment is None else cfg.augment
     forward = torch.compile(model) if cfg.compile else model
 
@@ -151,8 +169,10 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}".strip())
         for x, y, idx in bar:
             t = teacher_out(x, idx) if teacher_out is not None else None
-            with torch.autocast(device.type, enabled=use_amp):
-                s = forward(x)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                # losses get fp32 outputs (softmax at high T is not safe in 16 bits); matmuls
+                # inside them (connectors, peers, exit heads) still run in low precision
+                s = as_fp32(forward(x))
                 terms = loss_fn(s, t, y, x=x)
                 loss = sum(terms.values())
             if not torch.isfinite(loss):
@@ -170,10 +190,11 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
             sums["loss"] += loss.item() * n
             correct += (s[0].argmax(1) == y).sum().item()
             seen += n
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "precision": str(amp_dtype or torch.float32)[6:],
                **{f"train_{k}": v / seen for k, v in sums.items()}, "train_acc": correct / seen}
         for split in ("val", "test"):
-            logits, extras = predict(model, data, split, cfg.eval_batch_size, loss_fn, device, channels_last)
+            logits, extras = predict(model, data, split, cfg.eval_batch_size, loss_fn, device, channels_last,
+                                     autocast=amp_dtype)
             y_split = data.y[split].cpu()  # predict returns CPU logits; data may live on the GPU
             row[f"{split}_acc"] = accuracy(logits, y_split)
             for k, z in extras.items():

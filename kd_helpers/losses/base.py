@@ -103,6 +103,11 @@ def match_spatial(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch
     return s, nn.functional.adaptive_avg_pool2d(t, s.shape[-2:])
 
 
+def full(t: torch.Tensor) -> torch.Tensor:
+    """Undo autocast: fp16/bf16 activations back to float32 before softmaxes and sums."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def middle(n: int) -> int:
     """Index of the middle intermediate layer among ``n`` features (the last is the embedding)."""
     return max((n - 1) // 2, 0) if n > 1 else 0

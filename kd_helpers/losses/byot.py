@@ -3,7 +3,7 @@ Neural Networks via Self Distillation" (ICCV)."""
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DistillLoss, register_loss
+from .base import DistillLoss, full, register_loss
 from .kd import kd_div
 
 
@@ -40,7 +40,7 @@ class BYOT(DistillLoss):
     def _exits(self, feats):
         for head, f in zip(self.exits, feats):
             e = head["bottleneck"](f)
-            yield e, head["fc"](e)
+            yield full(e), full(head["fc"](e))
 
     def forward(self, s_out, t_out, y, x=None):
         logits, feats = s_out

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DistillLoss, register_loss
+from .base import DistillLoss, full, register_loss
 
 
 def mutual_kl(logits: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -32,7 +32,7 @@ class DeepMutualLearning(DistillLoss):
         self.peers = nn.ModuleList(pair.make_student() for _ in range(peers))
 
     def forward(self, s_out, t_out, y, x=None):
-        logits = [s_out[0]] + [peer(x)[0] for peer in self.peers]
+        logits = [s_out[0]] + [full(peer(x)[0]) for peer in self.peers]
         kl = mutual_kl(logits)
         terms = {"ce": F.cross_entropy(logits[0], y), "kl": kl[0]}
         terms["peer_ce"] = sum(F.cross_entropy(z, y) for z in logits[1:])

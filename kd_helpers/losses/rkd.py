@@ -7,14 +7,18 @@ from .base import DistillLoss, register_loss
 
 def pairwise_distance_loss(s_emb, t_emb):
     """Distance-wise RKD: Huber between pairwise distances, each normalised by its mean (eq. 4-5)."""
+    n = len(s_emb)
+    pairs = max(n * (n - 1), 1)
+    eye = torch.eye(n, dtype=torch.bool, device=s_emb.device)
+
     def normed(e):
-        d = torch.cdist(e, e)
-        off = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
-        return d / d[off].mean().clamp_min(1e-12), off
-    ds, off = normed(s_emb)
+        # zeroed diagonal instead of boolean indexing: same means, no gather/scatter per step
+        d = torch.cdist(e, e).masked_fill(eye, 0.0)
+        return d / (d.sum() / pairs).clamp_min(1e-12)
+    ds = normed(s_emb)
     with torch.no_grad():
-        dt, _ = normed(t_emb)
-    return F.smooth_l1_loss(ds[off], dt[off])
+        dt = normed(t_emb)
+    return F.smooth_l1_loss(ds, dt, reduction="sum") / pairs
 
 
 def triplet_cosines(e: torch.Tensor) -> torch.Tensor:
@@ -23,7 +27,9 @@ def triplet_cosines(e: torch.Tensor) -> torch.Tensor:
     Computed from the Gram matrix G in O(N^2 D + N^3): <e_i - e_j, e_k - e_j> =
     G_ik - G_ij - G_jk + G_jj, instead of materialising the (N, N, D) difference tensor.
     """
-    g = e @ e.t()
+    with torch.autocast(e.device.type, enabled=False):
+        # the four-term sum cancels heavily: a bf16 Gram matrix would swamp the cosines
+        g = e @ e.t()
     sq = g.diagonal()
     dot = g.unsqueeze(0) - g.unsqueeze(2) - g.unsqueeze(1) + sq.view(-1, 1, 1)
     norm = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp_min(0).sqrt()  # norm[j, i] = |e_i - e_j|

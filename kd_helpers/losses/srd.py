@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DistillLoss, register_loss
+from .base import DistillLoss, full, register_loss
 
 
 def teacher_classifier(teacher: nn.Module) -> nn.Module:
@@ -39,8 +39,8 @@ class SRDBase(DistillLoss):
         raise NotImplementedError
 
     def forward(self, s_out, t_out, y, x=None):
-        f = self.connector(s_out[1][-1])
-        z_sr = self._t_head[0](f)  # gradients flow through the frozen head into the connector
+        f = full(self.connector(s_out[1][-1]))
+        z_sr = full(self._t_head[0](f))  # gradients flow through the frozen head into the connector
         return {"ce": F.cross_entropy(s_out[0], y),
                 "fm": self.alpha * F.mse_loss(f, t_out[1][-1]),
                 **self.sr_loss(z_sr, t_out[0])}
