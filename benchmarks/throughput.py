@@ -6,10 +6,13 @@
     every step;
 (b) this project: uint8 tensors in memory sliced per batch, vectorised crop+flip,
     channels-last for CNNs, threads = physical cores, and teacher outputs cached once when
-    there is no augmentation (``kd_helpers.teacher_cache``; the one-off cost is reported).
+    there is no augmentation (``kd_helpers.teacher_cache``; the one-off cost is reported);
+    timed in fp32 and in the precision ``TrainConfig(precision="auto")`` picks on this
+    machine (bf16 autocast on CPUs with AMX/AVX512-BF16).
 
 Prints images/s and the ratio b/a per scenario, the KD / baseline epoch cost ratio, and
-teacher-training GFLOP/s as a fraction of a large fp32 matmul measured in the same run.
+teacher-training GFLOP/s as a fraction of a large matmul measured in the same run (fp32,
+and bf16 when the machine runs it natively).
 
     python benchmarks/throughput.py                 # full (needs CIFAR-10 + MNIST under KD_DATA_DIR)
     python benchmarks/throughput.py --update-readme # also rewrite the table in benchmarks/README.md
@@ -34,7 +37,8 @@ from kd_helpers.evaluate import flops
 from kd_helpers.losses import build_loss, describe_pair
 from kd_helpers.models import create_model
 from kd_helpers.teacher_cache import TeacherOutputs
-from kd_helpers.util import physical_cores, setup_threads
+from kd_helpers.train import as_fp32
+from kd_helpers.util import autocast_dtype, physical_cores, setup_threads
 
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -62,11 +66,12 @@ def usual_loader(data, batch, augment, workers):
                       persistent_workers=workers > 0)
 
 
-def train_step(forward, loss, opt, teacher_out=None):
-    """One optimisation step, the same for every path and model being timed."""
+def train_step(forward, loss, opt, teacher_out=None, amp=None):
+    """One optimisation step, the same for every path and model being timed (``fit``'s step)."""
     def step(x, y, idx):
-        t = teacher_out(x, idx) if teacher_out is not None else None
-        terms = loss(forward(x), t, y, x=x)
+        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+            t = as_fp32(teacher_out(x, idx)) if teacher_out is not None else None
+            terms = loss(as_fp32(forward(x)), t, y, x=x)
         opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         opt.step()
@@ -91,7 +96,8 @@ def cycle(make):
         yield from make()
 
 
-def scenario(data, s_name, t_name, method, augment, batch, n_steps, workers, mode, compile_student=False):
+def scenario(data, s_name, t_name, method, augment, batch, n_steps, workers, mode, compile_student=False,
+             amp=None):
     torch.manual_seed(0)
     shape, k = data.input_shape, data.num_classes
     student = create_model(s_name, k, in_shape=shape)
@@ -118,12 +124,12 @@ def scenario(data, s_name, t_name, method, augment, batch, n_steps, workers, mod
                                              channels_last=cl))
 
     forward = torch.compile(student) if compile_student else student
-    step = train_step(forward, loss, opt, teacher_out if teacher is not None else None)
+    step = train_step(forward, loss, opt, teacher_out if teacher is not None else None, amp)
     return timed_steps(step, batches, n_steps), cache_s
 
 
-def matmul_gflops(n=2048, reps=10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n=2048, reps=10, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -131,7 +137,7 @@ def matmul_gflops(n=2048, reps=10) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def teacher_training_gflops(data, t_name, batch, n_steps) -> float:
+def teacher_training_gflops(data, t_name, batch, n_steps, amp=None) -> float:
     shape = data.input_shape
     torch.manual_seed(0)
     model = create_model(t_name, data.num_classes, in_shape=shape)
@@ -141,7 +147,7 @@ def teacher_training_gflops(data, t_name, batch, n_steps) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     batches = cycle(lambda: data.batches("train", batch, shuffle=True, generator=gen, channels_last=cl))
-    ips = timed_steps(train_step(model, loss, opt), batches, n_steps)
+    ips = timed_steps(train_step(model, loss, opt, amp=amp), batches, n_steps)
     return ips * 3 * flops(model, shape) / 1e9  # backward ~ 2x forward
 
 
@@ -161,13 +167,18 @@ def run(tiny: bool, data_dir=None, workers: int = 2, compile_check: bool = False
         ("CIFAR-10 KD student, crop+flip", cifar, cnn[0], cnn[1], "kd", True, 128),
         ("MNIST KD student", mnist, "mlp_student", "mlp_teacher", "kd", False, 256),
     ]
+    amp = autocast_dtype("auto", torch.device("cpu"))
     rows = []
     for name, data, s, t, method, aug, batch in plan:
         if tiny and aug and data.input_shape[1] < 32:
             aug = False  # crop+flip assumes 32x32 in the usual transform
         a, _ = scenario(data, s, t, method, aug, batch, steps, workers, "usual")
         b, cache_s = scenario(data, s, t, method, aug, batch, steps, workers, "ours")
-        rows.append({"scenario": name, "usual_img_s": a, "ours_img_s": b, "ratio": b / a, "cache_build_s": cache_s})
+        row = {"scenario": name, "usual_img_s": a, "ours_img_s": b, "ratio": b / a, "cache_build_s": cache_s}
+        if amp is not None:
+            row["ours_amp_img_s"], _ = scenario(data, s, t, method, aug, batch, steps, workers, "ours", amp=amp)
+            row["ratio_amp"] = row["ours_amp_img_s"] / a
+        rows.append(row)
     base = next(r for r in rows if "baseline" in r["scenario"])
     kd = next(r for r in rows if "no aug" in r["scenario"])
     extra = {}
@@ -177,10 +188,16 @@ def run(tiny: bool, data_dir=None, workers: int = 2, compile_check: bool = False
         extra["compile_over_eager"] = compiled / eager
     mm = matmul_gflops(512 if tiny else 2048, 2 if tiny else 10)
     tg = teacher_training_gflops(cifar, cnn[1], 128, steps)
+    if amp is not None:
+        extra["amp"] = str(amp).removeprefix("torch.")
+        extra["matmul_amp_gflops"] = matmul_gflops(512 if tiny else 2048, 2 if tiny else 10, amp)
+        extra["teacher_train_amp_gflops"] = teacher_training_gflops(cifar, cnn[1], 128, steps, amp)
+        extra["kd_over_baseline_epoch_cost_amp"] = base["ours_amp_img_s"] / kd["ours_amp_img_s"]
     return {"rows": rows, "kd_over_baseline_epoch_cost": base["ours_img_s"] / kd["ours_img_s"],
             "matmul_gflops": mm, "teacher_train_gflops": tg, "teacher_fraction_of_matmul": tg / mm,
             "machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
-                        "threads": torch.get_num_threads(), "torch": torch.__version__},
+                        "threads": torch.get_num_threads(), "torch": torch.__version__,
+                        "capability": torch.backends.cpu.get_cpu_capability()},
             "tiny": tiny, **extra}
 
 
@@ -188,19 +205,32 @@ TARGETS = {"CIFAR-10 KD student, no aug": ">= 4x", "CIFAR-10 KD student, crop+fl
 
 
 def markdown(res: dict, command: str) -> str:
-    m = res["machine"]
+    m, amp = res["machine"], res.get("amp")
     lines = [f"_Generated by `{command}`; machine: {m['cpu']}, {m['physical_cores']} physical cores, "
-             f"{m['threads']} threads, torch {m['torch']}._", "",
-             "| scenario | usual loop (img/s) | this project (img/s) | ratio | target | one-off cache (s) |",
-             "|---|---|---|---|---|---|"]
+             f"{m['threads']} threads, torch {m['torch']}, CPU capability {m.get('capability', '?')}._", ""]
+    head = "| scenario | usual loop (img/s) | this project, fp32 (img/s) | ratio |"
+    if amp:
+        head += f" this project, {amp} (img/s) | ratio |"
+    head += " target | one-off cache (s) |"
+    lines += [head, "|---" * (head.count("|") - 1) + "|"]
     for r in res["rows"]:
-        lines.append(f"| {r['scenario']} | {r['usual_img_s']:.0f} | {r['ours_img_s']:.0f} | {r['ratio']:.2f}x | "
-                     f"{TARGETS.get(r['scenario'], '')} | {r['cache_build_s']:.1f} |")
+        cells = f"| {r['scenario']} | {r['usual_img_s']:.0f} | {r['ours_img_s']:.0f} | {r['ratio']:.2f}x |"
+        if amp:
+            cells += f" {r['ours_amp_img_s']:.0f} | {r['ratio_amp']:.2f}x |"
+        lines.append(cells + f" {TARGETS.get(r['scenario'], '')} | {r['cache_build_s']:.1f} |")
     lines += ["", "| measure | value | target |", "|---|---|---|",
-              f"| KD epoch (cached teacher) / baseline-student epoch | {res['kd_over_baseline_epoch_cost']:.2f}x | <= 1.2x |",
-              f"| teacher training GFLOP/s | {res['teacher_train_gflops']:.1f} | |",
+              f"| KD epoch (cached teacher) / baseline-student epoch, fp32 | {res['kd_over_baseline_epoch_cost']:.2f}x | <= 1.2x |"]
+    if amp:
+        lines.append(f"| KD epoch (cached teacher) / baseline-student epoch, {amp} | "
+                     f"{res['kd_over_baseline_epoch_cost_amp']:.2f}x | <= 1.2x |")
+    lines += [f"| teacher training GFLOP/s, fp32 | {res['teacher_train_gflops']:.1f} | |",
               f"| large fp32 matmul GFLOP/s | {res['matmul_gflops']:.1f} | |",
-              f"| teacher training / matmul | {100 * res['teacher_fraction_of_matmul']:.0f}% | >= 50% |"]
+              f"| teacher training / matmul, fp32 | {100 * res['teacher_fraction_of_matmul']:.0f}% | >= 50% |"]
+    if amp:
+        lines += [f"| teacher training GFLOP/s, {amp} | {res['teacher_train_amp_gflops']:.1f} | |",
+                  f"| large {amp} matmul GFLOP/s | {res['matmul_amp_gflops']:.1f} | |",
+                  f"| teacher training / matmul, {amp} | "
+                  f"{100 * res['teacher_train_amp_gflops'] / res['matmul_amp_gflops']:.0f}% | |"]
     if "compile_over_eager" in res:
         lines.append(f"| torch.compile / eager, CIFAR-10 KD student | {res['compile_over_eager']:.2f}x | on only if > 1 |")
     return "\n".join(lines)

@@ -168,10 +168,12 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
         bar = tqdm(batches, total=n_batches, disable=not progress or os.environ.get("KD_PROGRESS") == "0", leave=False,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}".strip())
         for x, y, idx in bar:
-            t = teacher_out(x, idx) if teacher_out is not None else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                # losses get fp32 outputs (softmax at high T is not safe in 16 bits); matmuls
-                # inside them (connectors, peers, exit heads) still run in low precision
+                # a live teacher (augmentation) runs in the training precision too; cached
+                # outputs were computed in fp32. Losses get fp32 inputs (softmax at high T is
+                # not safe in 16 bits); matmuls inside them (connectors, peers, exit heads)
+                # still run in low precision.
+                t = as_fp32(teacher_out(x, idx)) if teacher_out is not None else None
                 s = as_fp32(forward(x))
                 terms = loss_fn(s, t, y, x=x)
                 loss = sum(terms.values())

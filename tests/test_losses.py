@@ -306,3 +306,36 @@ def test_incompatible_feature_shapes_are_clear():
         build_loss("feature_kd", pair, s_layer=0, t_layer=0)
     with pytest.raises(ValueError, match="penultimate embeddings"):
         build_loss("srd", Pair(10, s_shapes=[(16, 8, 8)], t_shapes=[(1200,)], teacher=torch.nn.Linear(1, 1)))
+
+
+@pytest.mark.parametrize("name", sorted(set(LOSSES) - {"at"}))
+def test_every_method_under_bf16_autocast_matches_fp32(name):
+    """``fit`` calls losses inside autocast with fp32 model outputs: the terms must stay fp32 and
+    within bf16 rounding of the fp32 values (a softmax or RKD Gram matrix in bf16 would not)."""
+    torch.set_default_dtype(torch.float32)
+    shape = (1, 28, 28)
+    torch.manual_seed(0)
+    student = create_model("mlp_student", 10, in_shape=shape)
+    teacher = create_model("mlp_teacher", 10, in_shape=shape).eval().requires_grad_(False)
+    pair = describe_pair(student, teacher, shape, 10, make_student=lambda: create_model("mlp_student", 10, in_shape=shape))
+    loss = build_loss(name, pair).eval()  # eval: BatchNorm in connectors uses fixed statistics
+    x, y = torch.randn(64, *shape), torch.randint(0, 10, (64,))
+    with torch.no_grad():
+        s_out, t_out = student(x), teacher(x) if loss.requires_teacher else None
+        ref = loss(s_out, t_out, y, x=x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = loss(s_out, t_out, y, x=x)
+    for k, v in ref.items():
+        if torch.is_tensor(v):
+            assert got[k].dtype == torch.float32, k
+            assert float(got[k]) == pytest.approx(float(v), rel=2e-2, abs=1e-4), k
+
+
+def test_rkd_angle_ignores_autocast():
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(0)
+    s, t = torch.randn(32, 800) + 3, torch.randn(32, 1200) + 3  # off-centre: the Gram terms cancel
+    ref = angle_loss(s, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = angle_loss(s, t)
+    assert float(got) == pytest.approx(float(ref), rel=1e-5)

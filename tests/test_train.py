@@ -72,3 +72,28 @@ def test_lr_schedules():
     assert lr_factor("step", 8, 10) == pytest.approx(0.01)
     with pytest.raises(ValueError):
         lr_factor("warp", 0, 1)
+
+
+def test_precision_setting_resolves_per_device(monkeypatch):
+    from kd_helpers import util
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert util.autocast_dtype("fp32", cpu) is None
+    assert util.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert util.autocast_dtype("auto", cuda) is torch.float16
+    monkeypatch.setattr(util, "cpu_has_native_bf16", lambda: True)
+    assert util.autocast_dtype("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(util, "cpu_has_native_bf16", lambda: False)  # emulated bf16 would be slower
+    assert util.autocast_dtype("auto", cpu) is None
+    with pytest.raises(ValueError, match="auto, fp32, bf16 or fp16"):
+        util.autocast_dtype("half", cpu)
+
+
+def test_bf16_training_is_recorded_and_follows_fp32():
+    data = tiny_dataset()
+    runs = {p: fit(make(), build_loss("ce"), data, TrainConfig(**{**CFG.__dict__, "precision": p}), progress=False)
+            for p in ("fp32", "bf16")}
+    assert {h["precision"] for h in runs["fp32"]} == {"float32"}
+    assert {h["precision"] for h in runs["bf16"]} == {"bfloat16"}
+    for a, b in zip(runs["fp32"], runs["bf16"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.1)
+    assert runs["bf16"][-1]["train_acc"] > 0.9
