@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .data import DatasetNotFoundError, load_dataset
 from .presets import PROFILES, family, preset
+from .results import read_json
 from .util import REPO_ROOT, atomic_write_json
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -107,10 +108,29 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
                 continue
             timings[f"{ds}/{step.notebook}"] = execute(step.notebook, reports / ds / f"{step.notebook}.ipynb",
                                                        {**common, "dataset": ds}, log)
-    atomic_write_json(reports / "timings.json", {"profile": profile, "datasets": chosen, "seeds": seeds,
-                                                 "seconds": timings, "total_s": sum(timings.values())})
+    record_timings(reports / "timings.json", profile, seeds, timings)
     log(f"done in {sum(timings.values()) / 60:.1f} min; executed notebooks in {reports}")
     return timings
+
+
+def record_timings(path: Path, profile: str, seeds, timings: dict) -> dict:
+    """Merge this invocation's per-notebook seconds into ``timings.json`` and total them per dataset.
+
+    Separate invocations (``--datasets mnist`` then ``--datasets cifar10``) add up instead of
+    overwriting each other; re-running a notebook replaces its time.
+    """
+    old = read_json(path) if path.exists() else {}
+    if old.get("profile") != profile or old.get("seeds") != list(seeds):
+        old = {}
+    seconds = {**old.get("seconds", {}), **timings}
+    per_ds: dict[str, float] = {}
+    for key, s in seconds.items():
+        ds = key.split("/")[0] if "/" in key else "all datasets"
+        per_ds[ds] = per_ds.get(ds, 0.0) + s
+    out = {"profile": profile, "seeds": list(seeds), "seconds": seconds, "per_dataset_s": per_ds,
+           "total_s": sum(seconds.values())}
+    atomic_write_json(path, out)
+    return out
 
 
 def main(argv=None):

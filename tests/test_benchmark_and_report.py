@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from kd_helpers.experiment import distill, train_teacher
-from kd_helpers.report import END, START, results_table, update_readme
+from kd_helpers.report import END, START, compare_stores, provenance, results_table, update_readme
 from kd_helpers.results import load_results
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
@@ -48,3 +48,19 @@ def test_update_readme_rewrites_only_the_marked_section(store, tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.startswith("# title\n\nbefore") and text.endswith("after\n")
     assert "| kd " in text and "mnist5k" in text and "--update-readme" in text
+    assert "training precision:" in text and "commit" in text
+
+
+def test_provenance_counts_precisions_and_old_runs_count_as_fp32(store):
+    df = load_results(store)
+    prec = df.precision.iloc[0]
+    assert f"{prec} (3 runs)" in provenance(df)
+    assert "float32 (3 runs)" in provenance(df.drop(columns="precision"))  # runs from before the field
+
+
+def test_compare_stores_pairs_the_same_runs(store):
+    a = load_results(store)
+    b = a.assign(test_acc=a.test_acc - 0.01, train_s=a.train_s / 2)
+    t = compare_stores(a, b.iloc[1:], "fp32", "bf16")
+    assert len(t) == 2  # only runs present in both
+    assert (t["Δ (points)"] == -1.0).all() and (t["Speed-up"] == 2.0).all()

@@ -3,7 +3,7 @@ import nbformat
 import pytest
 
 from kd_helpers.experiment import distill, train_teacher
-from kd_helpers.study import NOTEBOOK_DIR, STEPS, NotebookFailed, execute, run_study
+from kd_helpers.study import NOTEBOOK_DIR, STEPS, NotebookFailed, execute, record_timings, run_study
 from conftest import needs_cifar, shared_data_dir
 
 pytestmark = pytest.mark.notebook
@@ -74,3 +74,14 @@ def test_runner_names_the_failing_notebook(tmp_path, monkeypatch):
     with pytest.raises(NotebookFailed, match="00_data failed .*no_such_dataset"):
         run_study("smoke", datasets=["no_such_dataset"], results_dir=str(tmp_path / "r"),
                   reports_dir=str(tmp_path / "rep"), only=["00_data"], log=lambda *_: None)
+
+
+def test_timings_of_separate_invocations_add_up(tmp_path):
+    path = tmp_path / "timings.json"
+    record_timings(path, "paper", [0], {"mnist/01_teacher": 100.0, "mnist/03_vanilla_kd": 50.0})
+    out = record_timings(path, "paper", [0], {"cifar10/01_teacher": 1000.0, "30_statistics": 5.0})
+    assert out["per_dataset_s"] == {"mnist": 150.0, "cifar10": 1000.0, "all datasets": 5.0}
+    assert out["total_s"] == 1155.0
+    out = record_timings(path, "paper", [0], {"mnist/01_teacher": 90.0})  # a re-run replaces its time
+    assert out["per_dataset_s"]["mnist"] == 140.0
+    assert record_timings(path, "quick", [0, 1, 2], {"mnist5k/01_teacher": 1.0})["total_s"] == 1.0

@@ -3,7 +3,7 @@ import torch
 
 from kd_helpers.losses import build_loss, describe_pair
 from kd_helpers.models import create_model
-from kd_helpers.train import NonFiniteLoss, TrainConfig, fit, lr_factor
+from kd_helpers.train import NonFiniteLoss, TrainConfig, fit, lr_factor, make_optimizer
 from conftest import tiny_dataset
 
 CFG = TrainConfig(epochs=4, batch_size=16, lr=3e-3, eval_batch_size=64)
@@ -97,3 +97,15 @@ def test_bf16_training_is_recorded_and_follows_fp32():
     for a, b in zip(runs["fp32"], runs["bf16"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.1)
     assert runs["bf16"][-1]["train_acc"] > 0.9
+
+
+def test_fused_optimizer_follows_the_unfused_update():
+    data = tiny_dataset()
+    runs = [fit(make(), build_loss("ce"), data,
+                TrainConfig(**{**CFG.__dict__, "precision": "fp32", "fused_optimizer": f}), progress=False)
+            for f in (True, False)]
+    for a, b in zip(*runs):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    for name in ("adam", "adamw", "sgd"):
+        opt = make_optimizer(make().parameters(), TrainConfig(optimizer=name))
+        assert opt.defaults["fused"] is True
