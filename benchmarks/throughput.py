@@ -39,7 +39,7 @@ from kd_helpers.losses import build_loss, describe_pair
 from kd_helpers.models import create_model
 from kd_helpers.teacher_cache import TeacherOutputs
 from kd_helpers.train import TrainConfig, as_fp32, make_optimizer
-from kd_helpers.util import autocast_dtype, physical_cores, setup_threads
+from kd_helpers.util import autocast_dtype, dtype_name, physical_cores, setup_threads
 
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -192,7 +192,7 @@ def run(tiny: bool, data_dir=None, workers: int = 2, compile_check: bool = False
     mm = matmul_gflops(512 if tiny else 2048, 2 if tiny else 10)
     tg = teacher_training_gflops(cifar, cnn[1], 128, steps)
     if amp is not None:
-        extra["amp"] = str(amp).removeprefix("torch.")
+        extra["amp"] = dtype_name(amp)
         extra["matmul_amp_gflops"] = matmul_gflops(512 if tiny else 2048, 2 if tiny else 10, amp)
         extra["teacher_train_amp_gflops"] = teacher_training_gflops(cifar, cnn[1], 128, steps, amp)
         extra["kd_over_baseline_epoch_cost_amp"] = base["ours_amp_img_s"] / kd["ours_amp_img_s"]

@@ -17,7 +17,7 @@ from .evaluate import accuracy
 from .losses import DistillLoss
 from .losses.base import full
 from .teacher_cache import TeacherOutputs
-from .util import atomic_torch_save, autocast_dtype, device_default, setup_threads
+from .util import atomic_torch_save, autocast_dtype, device_default, dtype_name, setup_threads
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,10 @@ def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
     for x, _, _ in data.batches(split, batch_size, device=device, channels_last=channels_last):
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             out = model(x)
+            extra_out = extra.extra_logits(x, out) if extra is not None else {}
         outs.append(out[0].float().cpu())
-        if extra is not None:
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                extra_out = extra.extra_logits(x, out)
-            for k, z in extra_out.items():
-                extras[k].append(z.float().cpu())
+        for k, z in extra_out.items():
+            extras[k].append(z.float().cpu())
     model.train(was[0])
     if extra is not None:
         extra.train(was[1])
@@ -195,7 +193,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
             sums["loss"] += loss.item() * n
             correct += (s[0].argmax(1) == y).sum().item()
             seen += n
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "precision": str(amp_dtype or torch.float32)[6:],
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "precision": dtype_name(amp_dtype),
                **{f"train_{k}": v / seen for k, v in sums.items()}, "train_acc": correct / seen}
         for split in ("val", "test"):
             logits, extras = predict(model, data, split, cfg.eval_batch_size, loss_fn, device, channels_last,

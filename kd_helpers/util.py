@@ -60,8 +60,8 @@ _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting; ``None`` means plain fp32.
 
-    ``auto``: fp16 on CUDA, bf16 on CPUs with native bf16 (measured 1.4-2.4x faster training
-    here, see benchmarks/README.md), fp32 otherwise.
+    ``auto``: fp16 on CUDA, bf16 on CPUs with native bf16 (the speed-up on this project's
+    machines is measured in benchmarks/README.md), fp32 otherwise.
     """
     if precision == "auto":
         if device.type == "cuda":
@@ -70,6 +70,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision not in _PRECISIONS:
         raise ValueError(f"Unknown precision '{precision}'. Use auto, fp32, bf16 or fp16.")
     return _PRECISIONS[precision]
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """How a run records its training precision: ``float32`` for plain fp32, else e.g. ``bfloat16``."""
+    return str(dtype or torch.float32).removeprefix("torch.")
 
 
 def physical_cores() -> int:
