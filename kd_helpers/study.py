@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .data import DatasetNotFoundError, load_dataset
 from .presets import PROFILES, family, preset
-from .results import read_json
-from .util import REPO_ROOT, atomic_write_json
+from .results import read_json, results_root
+from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -95,42 +95,71 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
         os.environ.setdefault("KD_FIGURES_DIR", str(reports / "figures"))
     common = {"profile": profile, "seeds": seeds, "data_dir": data_dir, "results_dir": results_dir}
     steps = [s for s in STEPS if not only or s.notebook in only]
+    root = results_root(results_dir, profile)
+    commit = git_commit() or "?"
+    meta = {"commit": commit[:7] + ("-dirty" if commit.endswith("-dirty") else ""), "machine": f"{cpu_model()}, {physical_cores()} cores",
+            "started": time.strftime("%Y-%m-%d %H:%M")}
     timings = {}
+
+    def timed(key, nb, out, params):
+        before = finished_runs(root)
+        seconds = execute(nb, out, params, log)
+        new = finished_runs(root) - before
+        precisions = sorted({str(read_json(d / "metrics.json").get("precision", "float32")) for d in new})
+        timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions), **meta}
+        record_timings(reports / "timings.json", profile, seeds, {key: timings[key]})  # kept if a later step fails
+
     log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds}")
     for step in steps:
         if not step.per_dataset:
-            timings[step.notebook] = execute(step.notebook, reports / f"{step.notebook}.ipynb",
-                                             {**common, "datasets": chosen}, log)
+            timed(step.notebook, step.notebook, reports / f"{step.notebook}.ipynb", {**common, "datasets": chosen})
             continue
         for ds in chosen:
             if family(ds) not in step.families:
                 log(f"  {step.notebook:<22} {ds:<12} skipped: {step.why_not}")
                 continue
-            timings[f"{ds}/{step.notebook}"] = execute(step.notebook, reports / ds / f"{step.notebook}.ipynb",
-                                                       {**common, "dataset": ds}, log)
-    record_timings(reports / "timings.json", profile, seeds, timings)
-    log(f"done in {sum(timings.values()) / 60:.1f} min; executed notebooks in {reports}")
+            timed(f"{ds}/{step.notebook}", step.notebook, reports / ds / f"{step.notebook}.ipynb",
+                  {**common, "dataset": ds})
+    log(f"done in {sum(t['s'] for t in timings.values()) / 60:.1f} min; executed notebooks in {reports}")
     return timings
 
 
-def record_timings(path: Path, profile: str, seeds, timings: dict) -> dict:
-    """Merge this invocation's per-notebook seconds into ``timings.json`` and total them per dataset.
+def finished_runs(root: Path) -> set[Path]:
+    return {p.parent for p in Path(root).glob("*/*/seed_*/metrics.json")}
 
-    Separate invocations (``--datasets mnist`` then ``--datasets cifar10``) add up instead of
-    overwriting each other; re-running a notebook replaces its time.
+
+def record_timings(path: Path, profile: str, seeds, timings: dict) -> dict:
+    """Merge this invocation's per-notebook timings into ``timings.json``; total them per dataset.
+
+    ``timings`` maps ``<dataset>/<notebook>`` (or ``<notebook>``) to seconds or to a record
+    ``{"s", "trained_runs", "precision", "commit", "machine", "started"}``. Separate invocations
+    (``--datasets mnist``, then ``--datasets cifar10``) add up; a re-run replaces a notebook's
+    time unless it trained nothing while the recorded one did (re-executing a finished study
+    only reuses runs, which says nothing about what training costs).
     """
-    old = read_json(path) if path.exists() else {}
-    if old.get("profile") != profile or old.get("seeds") != list(seeds):
-        old = {}
-    seconds = {**old.get("seconds", {}), **timings}
+    old = load_timings(path)
+    records = old["notebooks"] if old.get("profile") == profile and old.get("seeds") == list(seeds) else {}
+    for key, t in timings.items():
+        t = t if isinstance(t, dict) else {"s": float(t)}
+        kept = records.get(key, {})
+        if t.get("trained_runs") == 0 and kept.get("trained_runs", 0) > 0:
+            continue
+        records[key] = t
     per_ds: dict[str, float] = {}
-    for key, s in seconds.items():
+    for key, t in records.items():
         ds = key.split("/")[0] if "/" in key else "all datasets"
-        per_ds[ds] = per_ds.get(ds, 0.0) + s
-    out = {"profile": profile, "seeds": list(seeds), "seconds": seconds, "per_dataset_s": per_ds,
-           "total_s": sum(seconds.values())}
+        per_ds[ds] = per_ds.get(ds, 0.0) + t["s"]
+    out = {"profile": profile, "seeds": list(seeds), "notebooks": records, "per_dataset_s": per_ds,
+           "total_s": sum(per_ds.values())}
     atomic_write_json(path, out)
     return out
+
+
+def load_timings(path: Path) -> dict:
+    """``timings.json`` with every notebook as a record (files from before the records held seconds)."""
+    t = read_json(path) if Path(path).exists() else {}
+    t["notebooks"] = {**{k: {"s": v} for k, v in t.pop("seconds", {}).items()}, **t.get("notebooks", {})}
+    return t
 
 
 def main(argv=None):

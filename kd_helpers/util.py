@@ -93,6 +93,17 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (``platform.processor()`` is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def setup_threads() -> None:
     """Set torch's intra-op threads once per process (KD_THREADS overrides)."""
     global _THREADS_SET
@@ -123,6 +134,6 @@ def environment() -> dict:
     dev = device_default()
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": pkgs,
             "git_commit": git_commit(), "device": str(dev),
-            "device_name": torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor(),
+            "device_name": torch.cuda.get_device_name() if dev.type == "cuda" else cpu_model(),
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_native_bf16": cpu_has_native_bf16()}

@@ -4,8 +4,10 @@ from pathlib import Path
 import pytest
 
 from kd_helpers.experiment import distill, train_teacher
-from kd_helpers.report import END, START, compare_stores, provenance, results_table, update_readme
+from kd_helpers.report import (END, START, TEND, TSTART, compare_stores, provenance, results_table, update_readme,
+                               update_readme_timings)
 from kd_helpers.results import load_results
+from kd_helpers.study import record_timings
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
@@ -49,6 +51,23 @@ def test_update_readme_rewrites_only_the_marked_section(store, tmp_path):
     assert "old" not in text and text.startswith("# title\n\nbefore") and text.endswith("after\n")
     assert "| kd " in text and "mnist5k" in text and "--update-readme" in text
     assert "training precision:" in text and "commit" in text
+
+
+def test_timings_block_comes_from_the_runners_file(tmp_path):
+    rep = tmp_path / "reports"
+    record_timings(rep / "timings.json", "paper", [0], {
+        "mnist/01_teacher": {"s": 150.0, "trained_runs": 1, "precision": "bfloat16", "commit": "abc1234",
+                             "machine": "Some CPU, 2 cores", "started": "2026-11-22 09:00"},
+        "mnist/00_data": 12.0})   # a record from before the metadata existed
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{TSTART}\nold\n{TEND}\n{START}\nkept\n{END}\n")
+    update_readme_timings("paper", rep, readme)
+    text = readme.read_text()
+    assert "old" not in text and "kept" in text and "Some CPU, 2 cores" in text
+    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in text.splitlines() if r.startswith("| mnist")]
+    rows = {r[1]: r[2:] for r in rows}   # notebook -> minutes, runs trained, precision, commit, started
+    assert rows["01_teacher"] == ["2.5", "1", "bfloat16", "abc1234", "2026-11-22 09:00"]
+    assert rows["00_data"][:2] == ["0.2", "?"] and rows["**total**"][0] == "2.7"
 
 
 def test_provenance_counts_precisions_and_old_runs_count_as_fp32(store):

@@ -1,4 +1,6 @@
 """Papermill smoke runs: every notebook executes headless with the smoke profile."""
+import json
+
 import nbformat
 import pytest
 
@@ -85,3 +87,22 @@ def test_timings_of_separate_invocations_add_up(tmp_path):
     out = record_timings(path, "paper", [0], {"mnist/01_teacher": 90.0})  # a re-run replaces its time
     assert out["per_dataset_s"]["mnist"] == 140.0
     assert record_timings(path, "quick", [0, 1, 2], {"mnist5k/01_teacher": 1.0})["total_s"] == 1.0
+
+
+def test_a_rerun_that_only_reuses_runs_keeps_the_training_time(tmp_path):
+    path = tmp_path / "timings.json"
+    record_timings(path, "paper", [0], {"mnist/01_teacher": {"s": 140.0, "trained_runs": 1}})
+    out = record_timings(path, "paper", [0], {"mnist/01_teacher": {"s": 6.0, "trained_runs": 0}})
+    assert out["notebooks"]["mnist/01_teacher"]["s"] == 140.0
+    out = record_timings(path, "paper", [0], {"mnist/01_teacher": {"s": 120.0, "trained_runs": 1}})
+    assert out["notebooks"]["mnist/01_teacher"]["s"] == 120.0
+
+
+def test_runner_records_what_each_notebook_trained(tmp_path):
+    kw = dict(datasets=["mnist5k"], results_dir=str(tmp_path / "r"), reports_dir=str(tmp_path / "rep"),
+              only=["01_teacher"], log=lambda *_: None)
+    t = run_study("smoke", **kw)["mnist5k/01_teacher"]
+    assert t["trained_runs"] == 1 and t["precision"] in ("float32", "bfloat16") and t["commit"] and t["machine"]
+    assert run_study("smoke", **kw)["mnist5k/01_teacher"]["trained_runs"] == 0   # reused
+    recorded = json.loads((tmp_path / "rep" / "timings.json").read_text())["notebooks"]["mnist5k/01_teacher"]
+    assert recorded == t
