@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from kd_helpers.losses import build_loss, describe_pair
 from kd_helpers.models import create_model
 from kd_helpers.teacher_cache import TeacherOutputs
 from kd_helpers.train import TrainConfig, as_fp32, make_optimizer
-from kd_helpers.util import autocast_dtype, dtype_name, physical_cores, setup_threads
+from kd_helpers.util import autocast_dtype, cpu_model, dtype_name, physical_cores, setup_threads
 
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -198,7 +197,7 @@ def run(tiny: bool, data_dir=None, workers: int = 2, compile_check: bool = False
         extra["kd_over_baseline_epoch_cost_amp"] = base["ours_amp_img_s"] / kd["ours_amp_img_s"]
     return {"rows": rows, "kd_over_baseline_epoch_cost": base["ours_img_s"] / kd["ours_img_s"],
             "matmul_gflops": mm, "teacher_train_gflops": tg, "teacher_fraction_of_matmul": tg / mm,
-            "machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": physical_cores(),
+            "machine": {"cpu": cpu_model(), "physical_cores": physical_cores(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "capability": torch.backends.cpu.get_cpu_capability()},
             "tiny": tiny, **extra}
