@@ -42,6 +42,11 @@ class RunSpec:
         return replace(self, run=self.run or self.method, train=replace(self.train, seed=self.seed))
 
 
+# settings that change how fast a run is evaluated, not what it learns: a finished run is
+# reused whatever they were
+EXECUTION_ONLY = {"train.eval_batch_size"}
+
+
 class ConfigMismatch(RuntimeError):
     pass
 
@@ -102,11 +107,12 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     out = run_dir(root, spec.dataset, spec.run, spec.seed)
     config = asdict(spec)
     if is_finished(out) and not force:
-        old = read_json(out / "config.json")
-        if old == json_roundtrip(config):
+        diff = [d for d in _diff(read_json(out / "config.json"), json_roundtrip(config))
+                if d.split(":")[0] not in EXECUTION_ONLY]
+        if not diff:
             return load_run(out)
         raise ConfigMismatch(f"{out} holds a finished run with a different config "
-                             f"({'; '.join(_diff(old, json_roundtrip(config)))}). Pass force=True to retrain, "
+                             f"({'; '.join(diff)}). Pass force=True to retrain, "
                              f"or use another results_dir.")
     if force and out.exists():
         shutil.rmtree(out)

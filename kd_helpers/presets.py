@@ -54,7 +54,10 @@ def preset(dataset: str, profile: str = "quick") -> Preset:
         names = ("mlp_teacher", "mlp_student", "mlp_fitnet", "mlp_student_mod")
         data = DataConfig(val_size=0.1)
     else:
-        train = TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, augment=False)
+        # evaluation in batches of 128: at 1024 a CNN's activations fall out of cache and the
+        # per-epoch val/test passes run 1.8x (teacher) to 2.2x (student) slower on 2 CPU cores
+        train = TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, augment=False,
+                            eval_batch_size=128)
         names = ("cnn_teacher", "cnn_student", "cnn_fitnet", "cnn_student_mod")
         data = DataConfig(val_size=5000 if dataset.startswith("cifar") else 0.1, augment=False)
     teacher_train = train

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .results import load_results, read_json, results_root
 from .stats import mean_ci, relative_to_teacher
-from .study import load_timings
+from .study import STEPS, load_timings
 from .util import REPO_ROOT
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -87,15 +87,24 @@ def update_readme(profile: str = "quick", results_dir=None, readme: Path = REPO_
 
 
 def timings_table(timings: dict) -> pd.DataFrame:
-    """The runner's measured time per notebook (``timings.json``), with a total per dataset."""
-    rows = []
-    for key, t in sorted(timings.get("notebooks", {}).items()):
+    """The runner's measured time per notebook (``timings.json``) in study order, with per
+    dataset a subtotal of teacher + methods (the notebooks before pruning) and a total."""
+    order = {s.notebook: i for i, s in enumerate(STEPS)}
+    core = {s.notebook for s in STEPS[:order["20_pruning"]]}
+    by_ds: dict[str, list] = {}
+    for key, t in timings.get("notebooks", {}).items():
         ds, nb = key.split("/") if "/" in key else ("all datasets", key)
-        rows.append({"Dataset": ds, "Notebook": nb, "Minutes": round(t["s"] / 60, 1),
-                     "Runs trained": t.get("trained_runs", "?"), "Precision": t.get("precision", "?") or "-",
-                     "Commit": t.get("commit", "?"), "Started": t.get("started", "?")})
-    for ds, s in sorted(timings.get("per_dataset_s", {}).items()):
-        rows.append({"Dataset": ds, "Notebook": "**total**", "Minutes": round(s / 60, 1)})
+        by_ds.setdefault(ds, []).append((order.get(nb, len(order)), nb, t))
+    rows = []
+    for ds in sorted(by_ds, key=lambda d: (d == "all datasets", d)):
+        for _, nb, t in sorted(by_ds[ds], key=lambda r: r[:2]):
+            rows.append({"Dataset": ds, "Notebook": nb, "Minutes": round(t["s"] / 60, 1),
+                         "Runs trained": t.get("trained_runs", "?"), "Precision": t.get("precision", "?") or "-",
+                         "Commit": t.get("commit", "?"), "Started": t.get("started", "?")})
+        if ds != "all datasets":
+            s_core = sum(t["s"] for _, nb, t in by_ds[ds] if nb in core)
+            rows.append({"Dataset": ds, "Notebook": "**teacher + methods**", "Minutes": round(s_core / 60, 1)})
+        rows.append({"Dataset": ds, "Notebook": "**total**", "Minutes": round(sum(t["s"] for *_, t in by_ds[ds]) / 60, 1)})
     return pd.DataFrame(rows).fillna("")
 
 

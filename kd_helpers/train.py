@@ -195,6 +195,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
             seen += n
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "precision": dtype_name(amp_dtype),
                **{f"train_{k}": v / seen for k, v in sums.items()}, "train_acc": correct / seen}
+        t_eval = time.perf_counter()
         for split in ("val", "test"):
             logits, extras = predict(model, data, split, cfg.eval_batch_size, loss_fn, device, channels_last,
                                      autocast=amp_dtype)
@@ -202,6 +203,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
             row[f"{split}_acc"] = accuracy(logits, y_split)
             for k, z in extras.items():
                 row[f"{split}_acc_{k}"] = accuracy(z, y_split)
+        row["eval_s"] = time.perf_counter() - t_eval   # the per-epoch curves' share of time_s
         row["time_s"] = time.perf_counter() - t0
         row["cpu_s"] = time.process_time() - c0
         history.append(row)

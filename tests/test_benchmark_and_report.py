@@ -58,7 +58,8 @@ def test_timings_block_comes_from_the_runners_file(tmp_path):
     record_timings(rep / "timings.json", "paper", [0], {
         "mnist/01_teacher": {"s": 150.0, "trained_runs": 1, "precision": "bfloat16", "commit": "abc1234",
                              "machine": "Some CPU, 2 cores", "started": "2026-11-22 09:00"},
-        "mnist/00_data": 12.0})   # a record from before the metadata existed
+        "mnist/00_data": 12.0,   # a record from before the metadata existed
+        "mnist/20_pruning": 60.0, "31_report": 6.0})
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{TSTART}\nold\n{TEND}\n{START}\nkept\n{END}\n")
     update_readme_timings("paper", rep, readme)
@@ -67,7 +68,10 @@ def test_timings_block_comes_from_the_runners_file(tmp_path):
     rows = [[c.strip() for c in r.split("|")[1:-1]] for r in text.splitlines() if r.startswith("| mnist")]
     rows = {r[1]: r[2:] for r in rows}   # notebook -> minutes, runs trained, precision, commit, started
     assert rows["01_teacher"] == ["2.5", "1", "bfloat16", "abc1234", "2026-11-22 09:00"]
-    assert rows["00_data"][:2] == ["0.2", "?"] and rows["**total**"][0] == "2.7"
+    assert rows["00_data"][:2] == ["0.2", "?"] and rows["**teacher + methods**"][0] == "2.7"
+    assert rows["**total**"][0] == "3.7"
+    assert list(rows)[:3] == ["00_data", "01_teacher", "20_pruning"]   # study order, not alphabetical
+    assert text.index("| mnist") < text.index("| all datasets")
 
 
 def test_provenance_counts_precisions_and_old_runs_count_as_fp32(store):

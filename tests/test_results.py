@@ -45,6 +45,9 @@ def test_finished_run_is_reused_not_retrained(store, monkeypatch):
     monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a finished run"))
     r = distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store)
     assert r[0]["metrics"]["test_acc"] >= 0
+    # how a run is evaluated does not change what it learned: still reused, config kept as trained
+    r = distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store, eval_batch_size=7)
+    assert r[0]["config"]["train"]["eval_batch_size"] != 7
 
 
 def test_changed_config_is_not_overwritten_silently(store):

@@ -19,7 +19,8 @@ def test_loss_goes_down_and_history_is_complete():
     hist = fit(make(), build_loss("ce"), data, CFG, progress=False)
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
-    assert {"train_ce", "train_acc", "val_acc", "test_acc", "time_s", "cpu_s", "lr"} <= set(hist[0])
+    assert {"train_ce", "train_acc", "val_acc", "test_acc", "time_s", "eval_s", "cpu_s", "lr"} <= set(hist[0])
+    assert all(0 < h["eval_s"] < h["time_s"] for h in hist)
     assert hist[-1]["train_acc"] > 0.9
 
 
