@@ -97,16 +97,17 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     steps = [s for s in STEPS if not only or s.notebook in only]
     root = results_root(results_dir, profile)
     commit = git_commit() or "?"
-    meta = {"commit": commit[:7] + ("-dirty" if commit.endswith("-dirty") else ""), "machine": f"{cpu_model()}, {physical_cores()} cores",
-            "started": time.strftime("%Y-%m-%d %H:%M")}
+    meta = {"commit": commit[:7] + ("-dirty" if commit.endswith("-dirty") else ""),
+            "machine": f"{cpu_model()}, {physical_cores()} cores"}
     timings = {}
 
     def timed(key, nb, out, params):
-        before = finished_runs(root)
+        before, started = finished_runs(root), time.strftime("%Y-%m-%d %H:%M")
         seconds = execute(nb, out, params, log)
         new = finished_runs(root) - before
         precisions = sorted({str(read_json(d / "metrics.json").get("precision", "float32")) for d in new})
-        timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions), **meta}
+        timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions),
+                        "started": started, **meta}
         record_timings(reports / "timings.json", profile, seeds, {key: timings[key]})  # kept if a later step fails
 
     log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds}")
