@@ -88,7 +88,8 @@ def update_readme(profile: str = "quick", results_dir=None, readme: Path = REPO_
 
 def timings_table(timings: dict) -> pd.DataFrame:
     """The runner's measured time per notebook (``timings.json``) in study order, with per
-    dataset a subtotal of teacher + methods (the notebooks before pruning) and a total."""
+    dataset a subtotal of teacher + methods (the notebooks before pruning) and a total. Rows
+    name their machine: times from different machines add up only as a rough guide."""
     order = {s.notebook: i for i, s in enumerate(STEPS)}
     core = {s.notebook for s in STEPS[:order["20_pruning"]]}
     by_ds: dict[str, list] = {}
@@ -100,7 +101,8 @@ def timings_table(timings: dict) -> pd.DataFrame:
         for _, nb, t in sorted(by_ds[ds], key=lambda r: r[:2]):
             rows.append({"Dataset": ds, "Notebook": nb, "Minutes": round(t["s"] / 60, 1),
                          "Runs trained": t.get("trained_runs", "?"), "Precision": t.get("precision", "?") or "-",
-                         "Commit": t.get("commit", "?"), "Started": t.get("started", "?")})
+                         "Commit": t.get("commit", "?"), "Started": t.get("started", "?"),
+                         "Machine": t.get("machine", "?")})
         if ds != "all datasets":
             s_core = sum(t["s"] for _, nb, t in by_ds[ds] if nb in core)
             rows.append({"Dataset": ds, "Notebook": "**teacher + methods**", "Minutes": round(s_core / 60, 1)})
