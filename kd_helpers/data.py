@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,11 +30,11 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How a dataset is split and fed. ``limit_*`` cut it down for smoke tests."""
+    """How a dataset is split. ``limit_*`` cut it down for smoke tests. (Augmentation is a
+    training choice: ``TrainConfig.augment``; the dataset only says its default.)"""
 
     val_size: float | int = 0.1   # fraction (<1) or count of training images held out
     split_seed: int = 0           # fixed across runs so every run sees the same split
-    augment: bool | None = None   # None: the dataset's default (crop+flip for CIFAR)
     limit_train: int | None = None
     limit_test: int | None = None
 
@@ -285,12 +285,11 @@ DATASETS: dict[str, _Spec] = {
 _CACHE: dict = {}
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, config: DataConfig = DataConfig(),
-                 download: bool = True) -> Dataset:
-    """Load a dataset by name into memory, split train/val/test (val carved from train)."""
+def _raw(name: str, data_dir=None, download: bool = True):
+    """The dataset's raw arrays and its spec, read once per process (splits are cheap views)."""
     root = default_data_dir(data_dir)
     key = (name, str(root.resolve()))
-    if key not in _CACHE:  # the raw arrays are read once per process; splits are cheap views
+    if key not in _CACHE:
         if name.startswith("imagefolder:"):
             raw, classes = _load_imagefolder(name.split(":", 1)[1])
             spec = _Spec(None, classes, augment=True)
@@ -300,10 +299,29 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, config: D
         else:
             raise ValueError(f"Unknown dataset '{name}'. Available: {', '.join(DATASETS)}, imagefolder:<path>")
         _CACHE[key] = (raw, spec)
-    (xtr, ytr, xte, yte, source), spec = _CACHE[key]
+    return _CACHE[key]
+
+
+def resolve_data_config(name: str, config: DataConfig, data_dir=None, download: bool = True) -> DataConfig:
+    """``config`` with the validation split as an image count (what a run's config records)."""
+    (_, ytr, *_), spec = _raw(name, data_dir, download)
+    n_val = int(round(config.val_size * len(ytr))) if config.val_size < 1 else int(config.val_size)
+    return replace(config, val_size=n_val)
+
+
+def default_augment(name: str, data_dir=None) -> bool:
+    """Whether training on this dataset augments by default (crop+flip for CIFAR and image trees)."""
+    return _raw(name, data_dir)[1].augment
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, config: DataConfig = DataConfig(),
+                 download: bool = True) -> Dataset:
+    """Load a dataset by name into memory, split train/val/test (val carved from train)."""
+    (xtr, ytr, xte, yte, source), spec = _raw(name, data_dir, download)
+    config = resolve_data_config(name, config, data_dir, download)
     xtr, ytr = torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(np.asarray(ytr, dtype=np.int64))
     xte, yte = torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(np.asarray(yte, dtype=np.int64))
-    n_val = int(round(config.val_size * len(ytr))) if config.val_size < 1 else int(config.val_size)
+    n_val = config.val_size
     perm = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(config.split_seed))
     # limits take random subsets (files are often sorted by class), still fixed by split_seed
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:][:config.limit_train].sort().values
@@ -318,8 +336,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, config: D
         xf = x["train"].float() / 255
         mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
         std = tuple(xf.std(dim=(0, 2, 3)).tolist())
-    augment = spec.augment if config.augment is None else config.augment
-    return Dataset(name, x, y, tuple(mean), tuple(std), spec.classes, augment=augment, source=source)
+    return Dataset(name, x, y, tuple(mean), tuple(std), spec.classes, augment=spec.augment, source=source)
 
 
-__all__ = ["DataConfig", "Dataset", "DatasetNotFoundError", "DATASETS", "load_dataset", "crop_flip"]
+__all__ = ["DataConfig", "Dataset", "DatasetNotFoundError", "DATASETS", "load_dataset", "resolve_data_config",
+           "crop_flip"]

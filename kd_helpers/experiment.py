@@ -1,26 +1,32 @@
 """One run = one spec -> one directory in the results store. Finished runs are reused.
 
-Notebooks call ``train_teacher``, ``distill`` (any method from the loss registry, including
-the no-KD baseline ``ce``) and read results with ``kd_helpers.results.load_results``.
+Notebooks call ``train_teacher`` and ``distill`` (any named run of the study or any method of
+the loss registry, including the no-KD baseline) and read results with
+``kd_helpers.results.load_results``. A run's ``config.json`` is its resolved ``RunSpec``:
+every hyper-parameter with its default filled in, the concrete precision and augmentation,
+the validation split as a count. Nothing downstream resolves a setting again.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from . import evaluate
-from .data import DataConfig, load_dataset
-from .losses import LOSSES, build_loss, describe_pair
-from .models import create_model
-from .presets import preset
+from .data import DataConfig, Dataset, default_augment, load_dataset, resolve_data_config
+from .losses import build_loss, describe_pair, hparams, loss_class
+from .models import create_model, is_resized, load_resized
+from .presets import preset, variant
 from .results import is_finished, load_run, read_json, results_root, run_dir, save_run
 from .train import TrainConfig, fit, predict, seed_everything
-from .util import atomic_torch_save, environment
+from .util import atomic_torch_save, environment, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -35,49 +41,72 @@ class RunSpec:
     loss: dict = field(default_factory=dict)
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
-    init_from: str | None = None     # start from another run's weights (pruning, fine-tuning)
-    prune: dict | None = None        # see kd_helpers.prune
+    start: dict | None = None        # where the weights come from if not a fresh init (see Start)
 
-    def resolved(self) -> "RunSpec":
-        return replace(self, run=self.run or self.method, train=replace(self.train, seed=self.seed))
+    def resolved(self, data_dir=None, device: torch.device | None = None) -> "RunSpec":
+        """The complete config of this run on ``device``: what ``config.json`` records and the
+        only thing ``fit``, the teacher cache and the cost accounting read. Idempotent."""
+        augment = self.train.augment
+        if augment is None:
+            augment = default_augment(self.dataset, data_dir)
+        train = replace(self.train, seed=self.seed, augment=bool(augment),
+                        precision=resolve_precision(self.train.precision, device))
+        return replace(self, run=self.run or self.method, loss=hparams(self.method, **self.loss), train=train,
+                       data=resolve_data_config(self.dataset, self.data, data_dir))
 
 
-# settings that change how fast a run is evaluated, not what it learns: a finished run is
-# reused whatever they were
-EXECUTION_ONLY = {"train.eval_batch_size"}
+@dataclass
+class Start:
+    """Train from prepared weights instead of a fresh initialisation (fine-tuning, pruning).
+
+    ``record`` is stored as the run's ``start`` (part of its identity); ``prepare(model, data)``
+    returns the network to train and metrics measured before training (it runs again on
+    resume, so it must be deterministic); ``finish(model)`` returns metrics after training."""
+    record: dict
+    prepare: Callable[[nn.Module, Dataset], tuple[nn.Module, dict]]
+    finish: Callable[[nn.Module], dict] = lambda model: {}
+
+
+# settings that change how fast a run trains or is evaluated, not what it learns: a finished
+# run is reused whatever they were
+EXECUTION_ONLY = {"train.eval_batch_size", "train.channels_last", "train.fused_optimizer", "train.compile"}
+# reused across a difference, but the difference is reported (and each number's precision is shown)
+REUSED_ACROSS = {"train.precision"}
 
 
 class ConfigMismatch(RuntimeError):
     pass
 
 
-def _diff(old: dict, new: dict, prefix="") -> list[str]:
+def _diff(old: dict, new: dict, prefix="") -> list[tuple[str, object, object]]:
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _diff(a, b, f"{prefix}{k}.")
         elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+            out.append((f"{prefix}{k}", a, b))
     return out
 
 
 def load_model(path, expected_arch: str | None = None, num_classes: int | None = None, in_shape=None):
     """Load a run's ``model.pt``; a checkpoint that does not fit the architecture fails clearly.
 
-    ``num_classes``/``in_shape`` default to what the checkpoint recorded."""
+    ``num_classes``/``in_shape`` default to what the checkpoint recorded. Structurally pruned
+    networks are rebuilt from the architecture and the saved tensor shapes."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}. Train that run first (see notebooks/01_teacher).")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     arch = expected_arch or state["arch"]
-    if state.get("pruned") and expected_arch in (None, state["arch"]):
-        return state["module"]  # structured pruning changed the layer shapes: the saved module is authoritative
     num_classes = num_classes or state.get("num_classes", 10)
     in_shape = tuple(in_shape or state.get("in_shape") or (1, 28, 28))
     model = create_model(arch, num_classes, in_shape=in_shape)
     try:
-        model.load_state_dict(state["model"])
+        if state.get("resized") and arch == state["arch"]:
+            load_resized(model, state["model"])
+        else:
+            model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise ValueError(f"Checkpoint {path} (saved as '{state.get('arch')}') does not fit architecture "
                          f"'{arch}' with {num_classes} classes and input {in_shape}: {str(e).splitlines()[0]} "
@@ -85,35 +114,44 @@ def load_model(path, expected_arch: str | None = None, num_classes: int | None =
     return model
 
 
-def _save_model(model, path, arch, in_shape, num_classes, pruned: bool = False):
-    blob = {"arch": arch, "model": model.state_dict(), "pruned": pruned, "in_shape": list(in_shape),
-            "num_classes": num_classes}
-    if pruned:
-        blob["module"] = model
-    atomic_torch_save(blob, path)
+def _save_model(model, path, arch, in_shape, num_classes):
+    resized = is_resized(model, create_model(arch, num_classes, in_shape=in_shape))
+    atomic_torch_save({"arch": arch, "model": model.state_dict(), "resized": resized, "in_shape": list(in_shape),
+                       "num_classes": num_classes}, path)
+
+
+def _reuse(out: Path, config: dict, log=print) -> dict:
+    """The finished run in ``out`` if it was trained with ``config`` (up to execution-only settings)."""
+    diff = [d for d in _diff(read_json(out / "config.json"), config) if d[0] not in EXECUTION_ONLY]
+    blocking = [d for d in diff if d[0] not in REUSED_ACROSS]
+    if blocking:
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in blocking)
+        raise ConfigMismatch(f"{out} holds a finished run with a different config ({shown}). "
+                             f"Pass force=True to retrain, or use another results_dir.")
+    for k, a, b in diff:
+        warnings.warn(f"Reusing {out} trained with {k}={a!r} (this machine would use {b!r}); "
+                      f"its numbers are reported as {a}-trained.", stacklevel=3)
+    return load_run(out)
 
 
 def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, progress: bool = True,
-        profile: str | None = None) -> dict:
+        profile: str | None = None, start: Start | None = None) -> dict:
     """Train, evaluate and store one run; return ``load_run`` of its directory.
 
     A finished run with the same config is returned as is. A finished run with a different
     config is never overwritten silently: pass ``force=True`` or use another results dir.
     """
-    spec = spec.resolved()
-    if spec.method not in LOSSES:
-        raise ValueError(f"Unknown method '{spec.method}'. Available: {', '.join(sorted(LOSSES))}")
+    if start is not None:
+        spec = replace(spec, start=start.record)
+    spec = spec.resolved(data_dir)
     root = results_root(results_dir, profile)
     out = run_dir(root, spec.dataset, spec.run, spec.seed)
-    config = asdict(spec)
+    config = json_roundtrip(asdict(spec))
     if is_finished(out) and not force:
-        diff = [d for d in _diff(read_json(out / "config.json"), json_roundtrip(config))
-                if d.split(":")[0] not in EXECUTION_ONLY]
-        if not diff:
-            return load_run(out)
-        raise ConfigMismatch(f"{out} holds a finished run with a different config "
-                             f"({'; '.join(diff)}). Pass force=True to retrain, "
-                             f"or use another results_dir.")
+        return _reuse(out, config)
+    if spec.start and start is None:
+        raise ValueError(f"Run '{spec.run}' starts from {spec.start}: pass the matching Start "
+                         f"(e.g. through kd_helpers.prune_sweep), not only its record.")
     if force and out.exists():
         shutil.rmtree(out)
 
@@ -123,12 +161,12 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     seed_everything(spec.seed)
     make = lambda: create_model(spec.model, ncls, in_shape=in_shape)
     model = make()
-    if spec.init_from:
-        init = run_dir(root, spec.dataset, spec.init_from, spec.seed)
-        model = load_model(init / "model.pt", num_classes=ncls, in_shape=in_shape)
+    before = {}
+    if start is not None:
+        model, before = start.prepare(model, data)
 
     teacher, teacher_dir = None, None
-    if LOSSES[spec.method].requires_teacher:
+    if loss_class(spec.method).requires_teacher:
         if not spec.teacher:
             raise ValueError(f"Method '{spec.method}' needs a teacher: set RunSpec.teacher to the teacher's "
                              f"run name (e.g. 'teacher').")
@@ -139,45 +177,39 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
                                     f"train_teacher) with the same dataset, profile and results_dir first.")
         teacher = load_model(teacher_dir / "model.pt", num_classes=ncls, in_shape=in_shape)
 
-    pruning = None
-    if spec.prune:
-        from .prune import apply_pruning
-        pruning = apply_pruning(model, spec.prune, data, in_shape)
-        pruning.metrics["prune_source"] = spec.init_from
-
     pair = describe_pair(model, teacher, in_shape, ncls, make_student=make)
     loss_fn = build_loss(spec.method, pair, **spec.loss)
     history = fit(model, loss_fn, data, spec.train, teacher=teacher, checkpoint=out / "checkpoint.pt",
                   cache_dir=teacher_dir, progress=progress, desc=f"{spec.dataset}/{spec.run}/s{spec.seed}")
-    if pruning is not None:
-        pruning.finalize(model)
+    after = start.finish(model) if start is not None else {}
 
     model.cpu().float()
     logits, extras = predict(model, data, "test", spec.train.eval_batch_size, loss_fn.cpu())
     val_logits, _ = predict(model, data, "val", spec.train.eval_batch_size)
     y, y_val = data.y["test"], data.y["val"]
     metrics = {"test_acc": evaluate.accuracy(logits, y), "test_errors": evaluate.error_count(logits, y),
-               "n_test": len(y), "input_shape": list(in_shape),
+               "n_test": len(y), "n_train": len(data.y["train"]), "n_val": len(y_val),
+               "input_shape": list(in_shape),
                "val_acc": evaluate.accuracy(val_logits, y_val) if len(y_val) else None,
                "best_val_epoch": int(max(history, key=lambda r: r["val_acc"])["epoch"]),
                **{f"test_acc_{k}": evaluate.accuracy(z, y) for k, z in extras.items()},
-               **evaluate.describe(model, in_shape), **(pruning.metrics if pruning else {})}
-    metrics.update(_costs(spec, model, teacher, loss_fn, data, history, in_shape,
+               **evaluate.describe(model, in_shape), **before, **after}
+    metrics.update(_costs(spec, model, teacher, data, history, in_shape,
                           time.perf_counter() - t_wall, time.process_time() - t_cpu))
-    _save_model(model, out / "model.pt", spec.model, in_shape, ncls, pruned=bool(pruning and pruning.structural))
+    _save_model(model, out / "model.pt", spec.model, in_shape, ncls)
     save_run(out, config=config, env=environment(), history=history, labels=y.numpy(),
              logits=logits.numpy(), extra_logits={k: z.numpy() for k, z in extras.items()}, metrics=metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return load_run(out)
 
 
-def _costs(spec, model, teacher, loss_fn, data, history, in_shape, wall, cpu) -> dict:
+def _costs(spec: RunSpec, model, teacher, data, history, in_shape, wall, cpu) -> dict:
     """Wall/CPU time and training FLOPs (backward ~ 2x forward), with the teacher's share."""
     n, epochs = len(data.y["train"]), len(history)
     s_flops = evaluate.flops(model, in_shape) * 3 * n * epochs
     t_flops = 0
     if teacher is not None:
-        cached = spec.train.cache_teacher and not (data.augment if spec.train.augment is None else spec.train.augment)
+        cached = spec.train.cache_teacher and not spec.train.augment
         t_flops = evaluate.flops(teacher, in_shape) * n * (1 if cached else epochs)
     return {"wall_s": wall, "cpu_s": cpu, "train_s": float(sum(r["time_s"] for r in history)),
             "train_flops": s_flops + t_flops, "teacher_flops": t_flops,
@@ -189,34 +221,49 @@ def json_roundtrip(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-# ---------------------------------------------------------------- notebook-level helpers
+# ---------------------------------------------------------------- the study's runs by name
 
-def _spec(dataset, profile, method, seed, *, model=None, run=None, teacher="teacher", loss=None, **train_kw):
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def derive_name(base: str, hp: dict, defaults: dict, model: str | None = None) -> str:
+    """``base`` plus every hyper-parameter that differs from the study's value, e.g.
+    ``dkd__beta=4``; ``model`` is appended when the run trains another network than usual."""
+    parts = [f"{k}={_fmt(v)}" for k, v in sorted(hp.items()) if k not in defaults or defaults[k] != v]
+    return "__".join([base, *parts, *([f"model={model}"] if model else [])])
+
+
+def spec_for(name: str, dataset: str, profile: str = "quick", seed: int = 0, *, model: str | None = None,
+             loss: dict | None = None, teacher: str = "teacher", **train_kw) -> RunSpec:
+    """The spec of the study's run ``name`` (a named run such as 'baseline' or 'fitnets_1stage',
+    or a method): the one place where run names are derived from non-default settings.
+
+    ``model``: an architecture or a role of the preset ('student_mod'); ``loss``: overrides of
+    the study's hyper-parameters (None values keep them); ``train_kw``: TrainConfig overrides
+    (not part of the name: a changed one is refused for a finished run, see ``run``)."""
     p = preset(dataset, profile)
-    hp = {**p.loss.get(method, {}), **{k: v for k, v in (loss or {}).items() if v is not None}}
-    train = replace(p.train, **train_kw) if train_kw else p.train
-    return RunSpec(dataset, method, model or p.student, seed=seed, run=run or method,
-                   teacher=teacher if LOSSES[method].requires_teacher else None, loss=hp, train=train, data=p.data)
+    v = variant(name)
+    usual = p.models[v.role]
+    arch = p.models.get(model, model) if model else usual
+    defaults = hparams(v.method, **{**p.loss.get(v.method, {}), **v.loss})
+    hp = hparams(v.method, **{**defaults, **{k: x for k, x in (loss or {}).items() if x is not None}})
+    train = p.teacher_train if v.role == "teacher" else p.train
+    train = replace(train, **train_kw) if train_kw else train
+    return RunSpec(dataset, v.method, arch, seed=seed, run=derive_name(name, hp, defaults, arch if arch != usual else None),
+                   teacher=teacher if loss_class(v.method).requires_teacher else None, loss=hp, train=train,
+                   data=p.data)
 
 
 def train_teacher(dataset: str, profile: str = "quick", seeds=(0,), results_dir=None, data_dir=None,
                   **train_kw) -> list[dict]:
     """Train (or reuse) the dataset's teacher with plain cross-entropy; run name 'teacher'."""
-    p = preset(dataset, profile)
-    train = replace(p.teacher_train, **train_kw) if train_kw else p.teacher_train
-    return [run(RunSpec(dataset, "ce", p.teacher, seed=s, run="teacher", train=train, data=p.data),
-                results_dir, data_dir, profile=profile) for s in seeds]
+    return distill("teacher", dataset, profile, seeds, results_dir=results_dir, data_dir=data_dir, **train_kw)
 
 
-def distill(method: str, dataset: str, profile: str = "quick", seeds=(0,), *, model: str | None = None,
-            run_name: str | None = None, loss: dict | None = None, results_dir=None, data_dir=None,
+def distill(name: str, dataset: str, profile: str = "quick", seeds=(0,), *, model: str | None = None,
+            loss: dict | None = None, results_dir=None, data_dir=None, progress: bool = True,
             **train_kw) -> list[dict]:
-    """Train (or reuse) a student with ``method`` for each seed.
-
-    ``model`` is an architecture name or a role of the dataset's preset ('fitnet', 'student_mod');
-    default: the preset's student. ``loss`` overrides the preset's hyper-parameters (None keeps them).
-    """
-    p = preset(dataset, profile)
-    arch = p.models.get(model or "student", model)
-    return [run(_spec(dataset, profile, method, s, model=arch, run=run_name, loss=loss, **train_kw),
-                results_dir, data_dir, profile=profile) for s in seeds]
+    """Train (or reuse) the study's run ``name`` for each seed (see ``spec_for``)."""
+    return [run(spec_for(name, dataset, profile, s, model=model, loss=loss, **train_kw), results_dir, data_dir,
+                profile=profile, progress=progress) for s in seeds]

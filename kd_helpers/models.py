@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -29,6 +30,38 @@ def create_model(name: str, num_classes: int = 10, **kw) -> nn.Module:
     model = MODELS[name](num_classes=num_classes, **kw)
     model.arch = name  # recorded with checkpoints so a mismatched teacher is caught by name
     return model
+
+
+def load_resized(model: nn.Module, state: dict) -> nn.Module:
+    """Load a state dict whose layers are narrower than ``model``'s (structured pruning).
+
+    The saved tensors are the record of the channel counts: every parameter and buffer is
+    resized to its saved shape and the layers' size attributes follow, so a pruned network is
+    rebuilt from its architecture name and weights alone (no pickled modules)."""
+    own = model.state_dict()
+    for key, t in state.items():
+        if key in own and own[key].shape != t.shape:
+            mod_name, _, attr = key.rpartition(".")
+            mod = model.get_submodule(mod_name)
+            old = getattr(mod, attr)
+            new = torch.empty_like(t)
+            setattr(mod, attr, nn.Parameter(new, requires_grad=old.requires_grad)
+                    if isinstance(old, nn.Parameter) else new)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.out_channels, m.in_channels = m.weight.shape[0], m.weight.shape[1] * m.groups
+        elif isinstance(m, nn.Linear):
+            m.out_features, m.in_features = m.weight.shape
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.num_features = m.running_mean.shape[0] if m.running_mean is not None else m.weight.shape[0]
+    model.load_state_dict(state)
+    return model
+
+
+def is_resized(model: nn.Module, reference: nn.Module) -> bool:
+    """Whether any tensor of ``model`` has another shape than in a fresh ``reference``."""
+    ref = reference.state_dict()
+    return any(k not in ref or ref[k].shape != v.shape for k, v in model.state_dict().items())
 
 
 def count_params(model: nn.Module, nonzero: bool = False) -> int:

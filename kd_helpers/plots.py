@@ -20,11 +20,12 @@ def figures_dir(path=None) -> Path:
     return d
 
 
-def save(fig, name: str, path=None) -> Path:
+def save(fig, name: str, path=None) -> None:
+    """Write ``<figures>/<name>.png`` and ``.svg``. Returns nothing, so a notebook cell that
+    ends with it does not echo a path of the machine that ran it."""
     d = figures_dir(path)
     fig.savefig(d / f"{name}.png", dpi=130, bbox_inches="tight")
     fig.savefig(d / f"{name}.svg", bbox_inches="tight")
-    return d / f"{name}.png"
 
 
 def sample_grid(data, n_per_class: int = 8):

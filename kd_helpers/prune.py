@@ -1,5 +1,5 @@
-"""Distill-then-prune: unstructured (global L1 magnitude) and structured (channel/neuron)
-pruning of a trained student, then fine-tuning through the same ``fit`` loop with CE or KD.
+"""Pruning operations on a network: unstructured (global L1 magnitude) and structured
+(channel/neuron). The distill-then-prune sweep built on them is ``kd_helpers.prune_sweep``.
 
 Structured pruning uses Torch-Pruning's dependency graph (Fang et al. 2023, "DepGraph"), so
 coupled layers (residual adds, conv -> flatten -> linear) shrink together and the pruned
@@ -8,14 +8,10 @@ network really is smaller. Unstructured pruning zeroes weights behind masks
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from .evaluate import accuracy
-from .models import count_params
 
 KINDS = ("unstructured", "structured")
 
@@ -59,85 +55,12 @@ def sparsity(model: nn.Module) -> float:
     return float(sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws))
 
 
-@dataclass
-class Pruning:
-    kind: str
-    amount: float
-    metrics: dict = field(default_factory=dict)
-
-    @property
-    def structural(self) -> bool:
-        return self.kind == "structured"
-
-    def finalize(self, model: nn.Module) -> None:
-        if self.kind == "unstructured":
-            make_permanent(model)
-        self.metrics["sparsity"] = sparsity(model)
-
-
-def apply_pruning(model: nn.Module, cfg: dict, data, in_shape) -> Pruning:
-    """Prune ``model`` in place as ``cfg = {"kind", "amount", "importance"}`` says; record the
-    size and the test accuracy before fine-tuning."""
-    kind, amount = cfg.get("kind"), float(cfg.get("amount", 0.5))
+def prune(model: nn.Module, kind: str, amount: float, in_shape, importance: str = "l1") -> None:
+    """Prune ``model`` in place: ``unstructured`` to ``amount`` sparsity, or ``structured``
+    removing ``amount`` of the channels/neurons."""
     if kind not in KINDS:
         raise ValueError(f"Unknown pruning kind '{kind}'. Available: {', '.join(KINDS)}")
-    p = Pruning(kind, amount, {"prune_kind": kind, "prune_amount": amount, "params_before_prune": count_params(model)})
     if kind == "unstructured":
         unstructured(model, amount)
     else:
-        structured(model, amount, in_shape, cfg.get("importance", "l1"))
-    from .train import predict
-    logits, _ = predict(model, data, "test")
-    p.metrics["test_acc_before_ft"] = accuracy(logits, data.y["test"])
-    p.metrics["sparsity_before_ft"] = sparsity(model)
-    return p
-
-
-def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "kd", *, dataset: str,
-                       profile: str = "quick", seeds=(0,), epochs: int | None = None, results_dir=None,
-                       data_dir=None, importance: str = "l1") -> list[dict]:
-    """Prune run ``source`` (same seed) and fine-tune it with ``finetune`` ('ce' or 'kd') for
-    ``epochs`` (default: the profile's ``prune_epochs``).
-
-    Stored as run ``prune_<kind>_<amount>_<finetune>_<source>`` in the results store.
-    """
-    from dataclasses import replace
-
-    from .experiment import RunSpec, run
-    from .presets import preset
-    from .results import read_json, results_root, run_dir
-    p = preset(dataset, profile)
-    root = results_root(results_dir, profile)
-    out = []
-    for s in seeds:
-        src_cfg = read_json(run_dir(root, dataset, source, s) / "config.json")
-        train = replace(p.train, epochs=epochs or p.prune_epochs)
-        hp = p.loss.get(finetune, {})
-        spec = RunSpec(dataset, finetune, src_cfg["model"], seed=s,
-                       run=f"prune_{kind[:6]}_{int(round(amount * 100))}_{finetune}_{source}",
-                       teacher="teacher" if finetune != "ce" else None, loss=hp, train=train, data=p.data,
-                       init_from=source, prune={"kind": kind, "amount": amount, "importance": importance})
-        out.append(run(spec, results_dir, data_dir, profile=profile))
-    return out
-
-
-def speed_check(results, source: str, seed: int = 0, batches=(1, 64)):
-    """Re-measure the source and every model pruned from it, interleaved in one process, and
-    return latency and speed-up (source latency / pruned latency) per model and batch size."""
-    import pandas as pd
-
-    from .evaluate import compare_latency
-    from .experiment import load_model
-    # CE- and KD-fine-tuned models share the same shapes and sparsity: timing one of them suffices
-    pruned = (results.get("prune_source") == source) & (results.method != "ce")
-    rows = results[(results.seed == seed) & ((results.run == source) | pruned)]
-    models = {r.run: load_model(f"{r.dir}/model.pt").eval() for r in rows.itertuples()}
-    shape = tuple(rows.input_shape.iloc[0])
-    out = []
-    for b in batches:
-        lat = compare_latency(models, shape, batch=b, number=20 if b == 1 else 3)
-        for r in rows.itertuples():
-            out.append({"run": r.run, "kind": getattr(r, "prune_kind", None), "amount": getattr(r, "prune_amount", None),
-                        "batch": b, "latency_ms": lat[r.run][0], "latency_std_ms": lat[r.run][1],
-                        "speedup": lat[source][0] / lat[r.run][0]})
-    return pd.DataFrame(out)
+        structured(model, amount, in_shape, importance)

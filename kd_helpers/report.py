@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .findings import REFERENCE
 from .results import load_results, read_json, results_root
 from .stats import mean_ci, relative_to_teacher
 from .study import STEPS, load_timings
@@ -22,26 +23,43 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 TSTART, TEND = "<!-- timings:start -->", "<!-- timings:end -->"
 
 
-def results_table(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Model | Errors | Accuracy | Params | Latency (ms) | ... per run, averaged over seeds."""
+def results_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Model | Errors | Accuracy | Params | Latency (ms) | ... per run, averaged over seeds.
+
+    With ``vs`` (``findings.versus_baselines``), a column with each run's verdict against its
+    baseline; the reference study's accuracy where it has that row; the training precision."""
     g = relative_to_teacher(df[df.dataset == dataset])
+    verdicts = {} if vs is None or vs.empty else vs.set_index("run")
+    ref = REFERENCE.get(dataset, {})
     rows = []
     for run, r in g.groupby("run", sort=False):
         m, sd, lo, hi, n = mean_ci(r.test_acc)
-        rows.append({"Model": run, "Arch": r.model.iloc[0], "Seeds": n,
-                     "Errors": f"{r.test_errors.mean():.1f}" if n > 1 else f"{int(r.test_errors.iloc[0])}",
-                     "Accuracy": f"{100 * m:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * m:.2f}",
-                     "95% CI": f"[{100 * lo:.2f}, {100 * hi:.2f}]" if n > 1 else "",
-                     "Params": int(r.params.mean()),
-                     "Latency (ms)": f"{r.latency_ms.mean():.3f}",
-                     "Retention %": f"{r.retention_pct.mean():.1f}" if "retention_pct" in r else "",
-                     "Train FLOPs": f"{r.train_flops.mean():.2e}" if "train_flops" in r else "",
-                     "Train time (s)": f"{r.train_s.mean():.1f}" if "train_s" in r else "",
-                     "_acc": m})
+        row = {"Model": run, "Arch": r.model.iloc[0], "Seeds": n,
+               "Errors": f"{r.test_errors.mean():.1f}" if n > 1 else f"{int(r.test_errors.iloc[0])}",
+               "Accuracy": f"{100 * m:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * m:.2f}",
+               "95% CI": f"[{100 * lo:.2f}, {100 * hi:.2f}]" if n > 1 else "",
+               "Params": int(r.params.mean()),
+               "Latency (ms)": f"{r.latency_ms.mean():.3f}",
+               "Retention %": f"{r.retention_pct.mean():.1f}" if "retention_pct" in r else "",
+               "Train FLOPs": f"{r.train_flops.mean():.2e}" if "train_flops" in r else "",
+               "Train time (s)": f"{r.train_s.mean():.1f}" if "train_s" in r else "",
+               "Precision": ", ".join(sorted(set(r.precision.fillna("float32").astype(str))))
+               if "precision" in r else "float32",
+               "_acc": m}
+        if vs is not None:
+            v = verdicts.loc[run] if run in getattr(verdicts, "index", []) else None
+            row["vs baseline"] = "" if v is None else (
+                f"{_MARK[v.verdict]} ({v.baseline}; McNemar Holm p ≤ {v.mcnemar_p_holm_max:.2g})")
+        if ref:
+            row["Reference"] = f"{ref[run][0]:.2f}" if run in ref else ""
+        rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     return out.sort_values("_acc", ascending=False).drop(columns="_acc").reset_index(drop=True)
+
+
+_MARK = {"better": "better", "worse": "worse", "no significant difference": "n.s."}
 
 
 def markdown_tables(df: pd.DataFrame, title_note: str = "", include_pruned: bool = False) -> str:

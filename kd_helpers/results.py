@@ -77,6 +77,7 @@ def load_results(root=None, profile: str | None = None) -> pd.DataFrame:
         cfg, m = read_json(d / "config.json"), read_json(d / "metrics.json")
         rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
                      "model": cfg["model"], "seed": cfg["seed"], "teacher_run": cfg.get("teacher"),
+                     "teacher_seed": cfg.get("teacher_seed") if cfg.get("teacher") else None,
                      **m, "dir": str(d)})
     return pd.DataFrame(rows)
 
@@ -92,14 +93,24 @@ def load_histories(root=None, profile: str | None = None) -> pd.DataFrame:
 
 
 def test_logits(df: pd.DataFrame, dataset: str, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Test labels and per-run logits of one seed of every run of a dataset (same test examples)."""
-    rows = df[(df.dataset == dataset) & (df.seed == seed)]
-    # teachers are trained once (seed 0) and serve every student seed
-    rows = pd.concat([rows, df[(df.dataset == dataset) & (df.run == "teacher") & (df.seed == 0) & ~df.run.isin(rows.run)]])
-    y, logits = None, {}
+    """Test labels and per-run logits of one seed of every run of a dataset (same test examples).
+
+    A teacher serves every student seed: a teacher run without this seed is taken at the seed its
+    students name. Runs evaluated on different test examples are an error that names them."""
+    d = df[df.dataset == dataset]
+    rows = d[d.seed == seed]
+    students = rows.dropna(subset=["teacher_run"]) if "teacher_run" in rows else rows.iloc[:0]
+    for (t_run, t_seed), _ in students.groupby(["teacher_run", "teacher_seed"]):
+        if t_run not in set(rows.run):
+            rows = pd.concat([rows, d[(d.run == t_run) & (d.seed == int(t_seed))]])
+    y, first, logits = None, None, {}
     for r in rows.itertuples():
         p = load_predictions(r.dir)
-        y = p["labels"] if y is None else y
-        if len(p["labels"]) == len(y):
-            logits[r.run] = p["logits"]
+        if y is None:
+            y, first = p["labels"], r.run
+        elif len(p["labels"]) != len(y) or not np.array_equal(p["labels"], y):
+            raise ValueError(f"Runs '{first}' and '{r.run}' of {dataset} (seed {seed}) were evaluated on different "
+                             f"test examples ({len(y)} vs {len(p['labels'])} labels): they come from different "
+                             f"data configs. Compare runs of one profile and data config only.")
+        logits[r.run] = p["logits"]
     return y, logits

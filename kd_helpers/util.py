@@ -57,19 +57,26 @@ def cpu_has_native_bf16() -> bool:
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting; ``None`` means plain fp32.
+def resolve_precision(precision: str, device: torch.device | None = None) -> str:
+    """The concrete precision (``fp32``/``bf16``/``fp16``) a setting means on ``device``.
 
     ``auto``: fp16 on CUDA, bf16 on CPUs with native bf16 (the speed-up on this project's
-    machines is measured in benchmarks/README.md), fp32 otherwise.
+    machines is measured in benchmarks/README.md), fp32 otherwise. Runs store the resolved
+    value: "auto" trains differently on different machines.
     """
+    device = device or device_default()
     if precision == "auto":
         if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
     if precision not in _PRECISIONS:
         raise ValueError(f"Unknown precision '{precision}'. Use auto, fp32, bf16 or fp16.")
-    return _PRECISIONS[precision]
+    return precision
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting; ``None`` means plain fp32."""
+    return _PRECISIONS[resolve_precision(precision, device)]
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:

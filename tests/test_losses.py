@@ -251,9 +251,20 @@ def test_srd_goes_through_the_frozen_teacher_head(name):
     s_out, t_out = student(x), teacher(x)
     terms = loss(s_out, t_out, torch.zeros(4, dtype=torch.long))
     f = loss.connector(s_out[1][-1])
+    assert math.isclose(terms["fm"].item(), F.mse_loss(f, t_out[1][-1]).item(), rel_tol=1e-9)
     if name == "srd":
         assert math.isclose(terms["sr"].item(), F.mse_loss(teacher.head(f), t_out[0]).item(), rel_tol=1e-9)
-        assert math.isclose(terms["fm"].item(), F.mse_loss(f, t_out[1][-1]).item(), rel_tol=1e-9)
+    else:  # DIST's Pearson terms on the teacher-head logits, by hand in numpy (beta=2, tau=4 by default)
+        z_sr, z_t = teacher.head(f).detach().numpy(), t_out[0].detach().numpy()
+        ps, pt = np_softmax(z_sr / 4), np_softmax(z_t / 4)
+
+        def rho(a, b):
+            a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+            # the eps of dist.pearson matters here: a fresh teacher head gives near-uniform probabilities
+            return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-8)
+        inter, intra = 16 * (1 - rho(ps, pt).mean()), 16 * (1 - rho(ps.T, pt.T).mean())
+        assert math.isclose(terms["sr_inter"].item(), 2 * inter, rel_tol=1e-6)
+        assert math.isclose(terms["sr_intra"].item(), 2 * intra, rel_tol=1e-6)
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in loss.connector.parameters())
     assert student.layers[0][0].weight.grad.abs().sum() > 0

@@ -3,7 +3,8 @@ import torch
 
 from kd_helpers import prune
 from kd_helpers.evaluate import flops
-from kd_helpers.experiment import distill, load_model, train_teacher
+from kd_helpers.experiment import _save_model, distill, load_model, train_teacher
+from kd_helpers.prune_sweep import prune_and_finetune
 from kd_helpers.losses import build_loss
 from kd_helpers.models import count_params, create_model
 from kd_helpers.train import TrainConfig, fit
@@ -32,16 +33,19 @@ def test_structured_shrinks_and_still_trains(name, shape, tmp_path):
     logits, feats = model(x)
     assert logits.shape == (4, 10)
     logits.sum().backward()
-    torch.save({"arch": name, "model": model.state_dict(), "pruned": True, "module": model}, tmp_path / "m.pt")
+    _save_model(model, tmp_path / "m.pt", name, shape, 10)
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)   # tensors and plain values only, no pickled modules
+    assert blob["resized"] and "module" not in blob
     again = load_model(tmp_path / "m.pt")
+    assert count_params(again) == count_params(model)
     assert torch.allclose(again.eval()(x)[0], model.eval()(x)[0])
 
 
 def test_prune_and_finetune_run_is_stored(tmp_path):
     train_teacher("mnist5k", "smoke", results_dir=tmp_path)
-    distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=tmp_path)
+    distill("baseline", "mnist5k", "smoke", results_dir=tmp_path)
     for kind in prune.KINDS:
-        r = prune.prune_and_finetune("baseline", kind, 0.5, "kd", dataset="mnist5k", profile="smoke",
+        r = prune_and_finetune("baseline", kind, 0.5, "kd", dataset="mnist5k", profile="smoke",
                                      results_dir=tmp_path)[0]
         m = r["metrics"]
         assert m["prune_kind"] == kind and "test_acc_before_ft" in m and m["prune_source"] == "baseline"
@@ -55,5 +59,4 @@ def test_prune_and_finetune_run_is_stored(tmp_path):
 
 def test_unknown_pruning_kind():
     with pytest.raises(ValueError, match="Available: unstructured, structured"):
-        prune.apply_pruning(create_model("mlp_student", 4, in_shape=(1, 8, 8)), {"kind": "random"},
-                            tiny_dataset(), (1, 8, 8))
+        prune.prune(create_model("mlp_student", 4, in_shape=(1, 8, 8)), "random", 0.5, (1, 8, 8))

@@ -1,4 +1,6 @@
 import json
+
+import pandas as pd
 import pytest
 
 from kd_helpers import experiment
@@ -41,19 +43,19 @@ def test_run_directory_contents_and_tidy_frame(store):
 
 
 def test_finished_run_is_reused_not_retrained(store, monkeypatch):
-    distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store)
+    distill("baseline", "mnist5k", "smoke", results_dir=store)
     monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a finished run"))
-    r = distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store)
+    r = distill("baseline", "mnist5k", "smoke", results_dir=store)
     assert r[0]["metrics"]["test_acc"] >= 0
     # how a run is evaluated does not change what it learned: still reused, config kept as trained
-    r = distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store, eval_batch_size=7)
+    r = distill("baseline", "mnist5k", "smoke", results_dir=store, eval_batch_size=7)
     assert r[0]["config"]["train"]["eval_batch_size"] != 7
 
 
 def test_changed_config_is_not_overwritten_silently(store):
-    distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store)
+    distill("baseline", "mnist5k", "smoke", results_dir=store)
     with pytest.raises(ConfigMismatch, match="lr: 0.001 -> 0.01"):
-        distill("ce", "mnist5k", "smoke", run_name="baseline", results_dir=store, lr=0.01)
+        distill("baseline", "mnist5k", "smoke", results_dir=store, lr=0.01)
 
 
 def test_teacher_that_does_not_fit_the_architecture(store):
@@ -70,3 +72,32 @@ def test_missing_teacher_says_which_notebook(tmp_path):
 def test_unknown_method(tmp_path):
     with pytest.raises(ValueError, match="Available: .*srd_dist"):
         run(RunSpec("mnist5k", "kd2", "mlp_student"), tmp_path)
+
+
+def test_test_logits_refuses_runs_on_different_test_examples(store, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from kd_helpers.results import test_logits
+    distill("baseline", "mnist5k", "smoke", results_dir=store)
+    df = load_results(store)
+    y, logits = test_logits(df, "mnist5k", seed=0)
+    assert {"teacher", "baseline"} <= set(logits) and len(y) == 128
+    # a run evaluated on another test subset (another data config) cannot be paired with the rest
+    odd = df[df.run == "baseline"].iloc[0]
+    copy = tmp_path / "odd"
+    shutil.copytree(odd.dir, copy)
+    np.savez_compressed(copy / "predictions.npz", labels=np.zeros(5, dtype=int), logits=np.zeros((5, 10)))
+    bad = pd.concat([df, pd.DataFrame([{**odd.to_dict(), "run": "odd", "dir": str(copy)}])])
+    with pytest.raises(ValueError, match="and 'odd' of mnist5k .* different test examples"):
+        test_logits(bad, "mnist5k", seed=0)
+
+
+def test_test_logits_takes_the_teacher_seed_the_students_name(tmp_path):
+    from kd_helpers.results import test_logits
+    train_teacher("mnist5k", "smoke", seeds=[1], results_dir=tmp_path)
+    from dataclasses import replace
+    run(replace(experiment.spec_for("kd", "mnist5k", "smoke", seed=2), teacher_seed=1), tmp_path)
+    y, logits = test_logits(load_results(tmp_path), "mnist5k", seed=2)
+    assert set(logits) == {"kd", "teacher"}   # the teacher is seed 1, not an assumed seed 0

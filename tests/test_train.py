@@ -108,5 +108,11 @@ def test_fused_optimizer_follows_the_unfused_update():
     for a, b in zip(*runs):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
     for name in ("adam", "adamw", "sgd"):
-        opt = make_optimizer(make().parameters(), TrainConfig(optimizer=name))
-        assert opt.defaults["fused"] is True
+        for fused in (True, False):
+            model = make()
+            opt = make_optimizer(model.parameters(), TrainConfig(optimizer=name, fused_optimizer=fused))
+            model(torch.randn(4, 1, 8, 8))[0].sum().backward()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                opt.step()
+            ops = {e.name for e in prof.events()}
+            assert any("_fused_" in op for op in ops) == fused, (name, fused, sorted(ops)[:20])

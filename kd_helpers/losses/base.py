@@ -1,6 +1,7 @@
 """The loss contract shared by every method."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -67,15 +68,28 @@ class DistillLoss(nn.Module):
         return {}
 
 
-def build_loss(name: str, pair: Pair | None = None, **hparams) -> DistillLoss:
+def loss_class(name: str) -> type[DistillLoss]:
     if name not in LOSSES:
         raise ValueError(f"Unknown method '{name}'. Available: {', '.join(sorted(LOSSES))}")
-    try:
-        return LOSSES[name](pair, **hparams)
-    except TypeError as e:  # wrong hyper-parameter names: show the accepted ones
-        import inspect
-        sig = inspect.signature(LOSSES[name].__init__)
-        raise TypeError(f"{e}. '{name}' accepts: {', '.join(list(sig.parameters)[2:])}") from None
+    return LOSSES[name]
+
+
+def hparams(name: str, **overrides) -> dict:
+    """Every hyper-parameter of method ``name``: the loss class's defaults, then ``overrides``.
+
+    This is what a run's config records, so a default changed in code later cannot silently
+    change what an old config means."""
+    params = list(inspect.signature(loss_class(name).__init__).parameters.values())[2:]  # self, pair
+    known = {p.name: p.default for p in params}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise TypeError(f"Method '{name}' has no hyper-parameter {', '.join(map(repr, unknown))}. "
+                        f"It accepts: {', '.join(known) or 'none'}.")
+    return {**known, **overrides}
+
+
+def build_loss(name: str, pair: Pair | None = None, **hp) -> DistillLoss:
+    return loss_class(name)(pair, **hparams(name, **hp))
 
 
 def connector(s_shape: tuple[int, ...], t_shape: tuple[int, ...], kernel: int = 1) -> nn.Module:

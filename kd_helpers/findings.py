@@ -1,0 +1,128 @@
+"""What the numbers say, in words generated from them: each method against the baseline of the
+same network (McNemar per seed and a paired-seed t-test, Holm over the family), its training
+cost, and the reference study's value where it has one. Used by the method notebooks, the
+report and the README, so a verdict is computed in one place.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .results import load_predictions
+
+# The reference study's published numbers (test accuracy %, test errors), per dataset and run
+# of this study. Only rows it reports are here; runs without a row are compared with nothing.
+REFERENCE = {
+    "mnist": {"teacher": (98.95, 105), "baseline": (98.77, 123), "kd": (98.85, 115), "fitnets": (98.83, 117),
+              "rkd_ref": (98.82, 118)},
+    "cifar10": {"teacher": (82.54, None), "baseline": (78.09, None)},
+}
+
+
+def baseline_for(df: pd.DataFrame, run: str) -> str | None:
+    """The no-KD run of the same network as ``run`` ('baseline' for the usual student,
+    'fitnet_baseline' for the thin-deep one, ...); None for a no-KD run itself."""
+    rows = df[df.run == run]
+    if rows.empty or rows.method.iloc[0] == "ce":
+        return None
+    same = df[(df.method == "ce") & (df.model == rows.model.iloc[0]) & (df.run != "teacher")].run.unique()
+    return sorted(same, key=lambda r: (not r.startswith("baseline") and not r.endswith("baseline"), len(r)))[0] \
+        if len(same) else None
+
+
+def versus_baselines(df: pd.DataFrame, runs, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per run in ``runs`` that has a baseline: accuracies, the per-seed differences with
+    a paired t-test, McNemar on every seed both have, Holm over the family, and costs."""
+    rows, mc_p, mc_where = [], [], []
+    for run in runs:
+        base = baseline_for(df, run)
+        if base is None:
+            continue
+        a, b = df[df.run == run].set_index("seed"), df[df.run == base].set_index("seed")
+        seeds = sorted(a.index.intersection(b.index))
+        if not seeds:
+            continue
+        paired = stats.paired_seed_comparison(df, run, base)
+        row = {"run": run, "baseline": base, "seeds": len(seeds), "acc": a.test_acc[seeds].mean(),
+               "acc_baseline": b.test_acc[seeds].mean(), "diff": paired["mean_diff"], "diff_ci_low": paired["ci_low"],
+               "diff_ci_high": paired["ci_high"], "p_seeds": paired["p_ttest"],
+               "time_ratio": a.train_s[seeds].mean() / b.train_s[seeds].mean(),
+               "flops_ratio": a.train_flops[seeds].mean() / b.train_flops[seeds].mean(),
+               "precision": ", ".join(sorted(set(a.precision[seeds].astype(str))))}
+        for s in seeds:
+            pa, pb = load_predictions(a.dir[s]), load_predictions(b.dir[s])
+            m = stats.mcnemar_test(pa["labels"], pa["logits"].argmax(1), pb["logits"].argmax(1))
+            mc_p.append(m["p"])
+            mc_where.append((len(rows), (m["b"] - m["c"]) > 0))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    adj, rej = stats.holm(mc_p, alpha)
+    out["mcnemar_tests"] = len(mc_p)
+    out["mcnemar_better"] = [sum(r and up for (i, up), r in zip(mc_where, rej) if i == k) for k in out.index]
+    out["mcnemar_worse"] = [sum(r and not up for (i, up), r in zip(mc_where, rej) if i == k) for k in out.index]
+    out["mcnemar_p_holm_max"] = [max(p for (i, _), p in zip(mc_where, adj) if i == k) for k in out.index]
+    p_seeds = out.p_seeds.to_numpy(dtype=float)
+    ok = ~np.isnan(p_seeds)
+    out["p_seeds_holm"] = np.nan
+    if ok.any():
+        out.loc[ok, "p_seeds_holm"] = stats.holm(p_seeds[ok], alpha)[0]
+    out["verdict"] = [_verdict(r) for r in out.itertuples()]
+    return out
+
+
+def _verdict(r) -> str:
+    """Better/worse when McNemar (Holm) is significant in that direction on most seeds and the
+    mean per-seed difference agrees; otherwise no significant difference."""
+    majority = r.seeds // 2 + 1
+    if r.mcnemar_better >= majority and r.diff > 0:
+        return "better"
+    if r.mcnemar_worse >= majority and r.diff < 0:
+        return "worse"
+    return "no significant difference"
+
+
+def reference_sentence(dataset: str, run: str, acc: float) -> str:
+    ref = REFERENCE.get(dataset, {}).get(run)
+    if ref is None:
+        return ""
+    pts = 100 * acc - ref[0]
+    errs = f" ({ref[1]} errors)" if ref[1] is not None else ""
+    return (f" The reference study reports {ref[0]:.2f}%{errs} for this row; this study's is "
+            f"{abs(pts):.2f} points {'above' if pts >= 0 else 'below'} it.")
+
+
+def describe_plain(df: pd.DataFrame) -> str:
+    """Markdown for runs that are not compared with a baseline: accuracy over seeds and the gap to the teacher."""
+    g = df.groupby("run").agg(acc=("test_acc", "mean"), n=("test_acc", "size"), model=("model", "first"),
+                              params=("params", "mean")).sort_values("acc", ascending=False)
+    teacher = g.acc.get("teacher")
+    lines = []
+    for run, r in g.iterrows():
+        gap = f", {100 * (r.acc - teacher):+.2f} points from the teacher" if teacher is not None and run != "teacher" else ""
+        ref = reference_sentence(df.dataset.iloc[0], run, r.acc)
+        lines.append(f"- **{run}** ({r.model}, {int(r.params):,} parameters, {r.n} seed{'s' if r.n > 1 else ''}): "
+                     f"{100 * r.acc:.2f}%{gap}.{ref}")
+    return "\n".join(lines)
+
+
+def describe(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
+    """Markdown, one paragraph per run of ``versus_baselines``."""
+    if vs.empty:
+        return "No run here has a no-KD baseline of the same network with a common seed: nothing to compare."
+    out = []
+    for r in vs.itertuples():
+        seeds = f"{r.seeds} seed{'s' if r.seeds > 1 else ''}"
+        t = (f"paired t-test over seeds p={r.p_seeds:.3g} (Holm {r.p_seeds_holm:.3g})" if not np.isnan(r.p_seeds)
+             else "no paired t-test (needs 2 seeds with differing results)")
+        word = {"better": "**beats**", "worse": "**is worse than**",
+                "no significant difference": "**does not differ significantly from**"}[r.verdict]
+        out.append(
+            f"- **{r.run}** {word} **{r.baseline}** ({seeds}, {r.precision}): {100 * r.acc:.2f}% vs "
+            f"{100 * r.acc_baseline:.2f}% ({100 * r.diff:+.2f} points; {t}). McNemar on the test examples, "
+            f"Holm over the {r.mcnemar_tests} tests (runs x seeds) at alpha={alpha}: significantly better on {r.mcnemar_better}, "
+            f"worse on {r.mcnemar_worse} of {r.seeds} seed(s). Training cost: {r.time_ratio:.2f}x the baseline's "
+            f"time, {r.flops_ratio:.2f}x its FLOPs.{reference_sentence(dataset, r.run, r.acc)}")
+    return "\n".join(out)
