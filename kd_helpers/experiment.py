@@ -24,8 +24,9 @@ from .data import DataConfig, Dataset, default_augment, load_dataset, resolve_da
 from .losses import build_loss, describe_pair, hparams, loss_class
 from .models import create_model, is_resized, load_resized
 from .presets import preset, variant
-from .results import is_finished, load_run, read_json, results_root, run_dir, save_run
-from .train import TrainConfig, fit, predict, seed_everything
+from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, read_json, results_root, run_dir,
+                      save_run)
+from .train import TrainConfig, fit, predict, read_checkpoint, seed_everything
 from .util import atomic_torch_save, environment, resolve_precision
 
 
@@ -42,6 +43,7 @@ class RunSpec:
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
     start: dict | None = None        # where the weights come from if not a fresh init (see Start)
+    teacher_id: dict | None = None   # the teacher's config and weights hashes (filled in by ``run``)
 
     def resolved(self, data_dir=None, device: torch.device | None = None) -> "RunSpec":
         """The complete config of this run on ``device``: what ``config.json`` records and the
@@ -78,6 +80,10 @@ class ConfigMismatch(RuntimeError):
     pass
 
 
+class TeacherMismatch(RuntimeError):
+    """The teacher in the store was not trained for this student (dataset, split or profile)."""
+
+
 def _diff(old: dict, new: dict, prefix="") -> list[tuple[str, object, object]]:
     out = []
     for k in sorted(set(old) | set(new)):
@@ -97,7 +103,11 @@ def load_model(path, expected_arch: str | None = None, num_classes: int | None =
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}. Train that run first (see notebooks/01_teacher).")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, garbled, not a checkpoint at all
+        raise ValueError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:100]}). "
+                         f"It is damaged: delete its run directory ({path.parent}) and retrain that run.") from None
     arch = expected_arch or state["arch"]
     num_classes = num_classes or state.get("num_classes", 10)
     in_shape = tuple(in_shape or state.get("in_shape") or (1, 28, 28))
@@ -145,15 +155,28 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
         spec = replace(spec, start=start.record)
     spec = spec.resolved(data_dir)
     root = results_root(results_dir, profile)
+    teacher_dir = None
+    if loss_class(spec.method).requires_teacher:
+        teacher_dir, teacher_id = _teacher(root, spec, profile, data_dir)
+        spec = replace(spec, teacher_id=teacher_id)
     out = run_dir(root, spec.dataset, spec.run, spec.seed)
     config = json_roundtrip(asdict(spec))
     if is_finished(out) and not force:
-        return _reuse(out, config)
+        problems = check_run(out)
+        if not problems:
+            return _reuse(out, config)
+        if spec.run == "teacher":
+            raise DamagedRun(out, problems + [f"a damaged teacher is not retrained automatically (its students depend "
+                                              f"on it): delete {out} and rerun notebooks/01_teacher; the students "
+                                              f"then retrain too, since each records its teacher's weights hash"])
+        warnings.warn(f"Run {out} is damaged ({'; '.join(problems)}); retraining it.", stacklevel=2)
+        shutil.rmtree(out)
     if spec.start and start is None:
         raise ValueError(f"Run '{spec.run}' starts from {spec.start}: pass the matching Start "
                          f"(e.g. through kd_helpers.prune_sweep), not only its record.")
     if force and out.exists():
         shutil.rmtree(out)
+    _check_resume(out / "checkpoint.pt", config)
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     data = load_dataset(spec.dataset, data_dir, spec.data)
@@ -164,23 +187,13 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     before = {}
     if start is not None:
         model, before = start.prepare(model, data)
-
-    teacher, teacher_dir = None, None
-    if loss_class(spec.method).requires_teacher:
-        if not spec.teacher:
-            raise ValueError(f"Method '{spec.method}' needs a teacher: set RunSpec.teacher to the teacher's "
-                             f"run name (e.g. 'teacher').")
-        teacher_dir = run_dir(root, spec.dataset, spec.teacher, spec.teacher_seed)
-        if not is_finished(teacher_dir):
-            raise FileNotFoundError(f"Teacher run '{spec.teacher}' (seed {spec.teacher_seed}) is not finished in "
-                                    f"{teacher_dir}. Run notebooks/01_teacher.ipynb (or kd_helpers.experiment."
-                                    f"train_teacher) with the same dataset, profile and results_dir first.")
-        teacher = load_model(teacher_dir / "model.pt", num_classes=ncls, in_shape=in_shape)
+    teacher = load_model(teacher_dir / "model.pt", num_classes=ncls, in_shape=in_shape) if teacher_dir else None
 
     pair = describe_pair(model, teacher, in_shape, ncls, make_student=make)
     loss_fn = build_loss(spec.method, pair, **spec.loss)
     history = fit(model, loss_fn, data, spec.train, teacher=teacher, checkpoint=out / "checkpoint.pt",
-                  cache_dir=teacher_dir, progress=progress, desc=f"{spec.dataset}/{spec.run}/s{spec.seed}")
+                  cache_dir=teacher_dir, progress=progress, desc=f"{spec.dataset}/{spec.run}/s{spec.seed}",
+                  meta=config)
     after = start.finish(model) if start is not None else {}
 
     model.cpu().float()
@@ -201,6 +214,54 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
              logits=logits.numpy(), extra_logits={k: z.numpy() for k, z in extras.items()}, metrics=metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return load_run(out)
+
+
+def _teacher(root: Path, spec: RunSpec, profile: str | None, data_dir) -> tuple[Path, dict]:
+    """The teacher's directory and identity, after checking it is intact and was trained for this
+    student: same dataset and split, and (for the study's teacher) the profile's teacher protocol."""
+    if not spec.teacher:
+        raise ValueError(f"Method '{spec.method}' needs a teacher: set RunSpec.teacher to the teacher's "
+                         f"run name (e.g. 'teacher').")
+    tdir = run_dir(root, spec.dataset, spec.teacher, spec.teacher_seed)
+    if not is_finished(tdir):
+        raise FileNotFoundError(f"Teacher run '{spec.teacher}' (seed {spec.teacher_seed}) is not finished in "
+                                f"{tdir}. Run notebooks/01_teacher.ipynb (or kd_helpers.experiment."
+                                f"train_teacher) with the same dataset, profile and results_dir first.")
+    problems = check_run(tdir)
+    if problems:
+        raise DamagedRun(tdir, problems + [f"delete {tdir} and rerun notebooks/01_teacher (students distilled "
+                                           f"from it are retrained then)"])
+    tcfg = read_json(tdir / "config.json")
+    wrong = []
+    if tcfg.get("dataset") != spec.dataset:
+        wrong.append(f"it was trained on dataset {tcfg.get('dataset')!r}, not {spec.dataset!r}")
+    if tcfg.get("data") != json_roundtrip(asdict(spec.data)):
+        wrong.append(f"its data split is {tcfg.get('data')}, this student's is {json_roundtrip(asdict(spec.data))}")
+    if profile and spec.teacher == "teacher" and not wrong:
+        want = json_roundtrip(asdict(spec_for("teacher", spec.dataset, profile, spec.teacher_seed).resolved(data_dir)))
+        wrong += [f"{k} is {a!r}, the '{profile}' profile's teacher has {b!r}" for k, a, b in _diff(tcfg, want)
+                  if k not in EXECUTION_ONLY | REUSED_ACROSS]
+    if wrong:
+        raise TeacherMismatch(f"Teacher run {tdir} was not trained for this student: {'; '.join(wrong)}. Train the "
+                              f"teacher for dataset '{spec.dataset}' and this profile (notebooks/01_teacher), or keep "
+                              f"each profile in a results_dir of its own.")
+    manifest = read_json(tdir / MANIFEST)
+    return tdir, {"run": spec.teacher, "seed": spec.teacher_seed, "config_sha256": manifest["config.json"]["sha256"],
+                  "model_sha256": manifest["model.pt"]["sha256"]}
+
+
+def _check_resume(ckpt: Path, config: dict) -> None:
+    """An unfinished run resumes only under the config its checkpoint was trained with."""
+    state = read_checkpoint(ckpt)
+    if state is None:
+        return
+    old = state.get("meta")
+    diff = [d for d in _diff(old, config) if d[0] not in EXECUTION_ONLY] if old is not None else [("config", "?", "")]
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff)
+        raise ConfigMismatch(f"{ckpt} holds {len(state['history'])} epochs trained under another config ({shown}). "
+                             f"Resuming would mix the two. Pass force=True to start this run over, or restore the "
+                             f"settings it was started with.")
 
 
 def _costs(spec: RunSpec, model, teacher, data, history, in_shape, wall, cpu) -> dict:

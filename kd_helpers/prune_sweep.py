@@ -13,7 +13,7 @@ from .evaluate import accuracy, compare_latency
 from .experiment import Start, load_model, run, spec_for
 from .models import count_params
 from .presets import preset
-from .results import read_json, results_root, run_dir
+from .results import MANIFEST, read_json, results_root, run_dir, verify_run
 from .train import predict
 
 
@@ -22,6 +22,8 @@ def pruning_start(source_dir, source: str, kind: str, amount: float, importance:
     size and the test accuracy before fine-tuning."""
     if kind not in prune.KINDS:
         raise ValueError(f"Unknown pruning kind '{kind}'. Available: {', '.join(prune.KINDS)}")
+    verify_run(source_dir)   # a damaged source is named, never pruned
+    source_sha = read_json(source_dir / MANIFEST)["model.pt"]["sha256"]
 
     def prepare(_fresh, data):
         model = load_model(source_dir / "model.pt", num_classes=data.num_classes, in_shape=data.input_shape)
@@ -37,7 +39,8 @@ def pruning_start(source_dir, source: str, kind: str, amount: float, importance:
             prune.make_permanent(model)
         return {"sparsity": prune.sparsity(model)}
 
-    return Start({"from": source, "prune": {"kind": kind, "amount": amount, "importance": importance}},
+    return Start({"from": source, "from_model_sha256": source_sha,
+                  "prune": {"kind": kind, "amount": amount, "importance": importance}},
                  prepare, finish)
 
 

@@ -1,21 +1,23 @@
 """Results store: one directory per run, ``<root>/<dataset>/<run>/seed_<k>/``.
 
-Files (all written atomically; ``metrics.json`` last, so its presence means "finished"):
-``config.json`` (resolved config), ``env.json`` (packages, git commit, device),
-``history.csv`` (per epoch), ``predictions.npz`` (test labels + logits, extra classifiers),
-``model.pt`` (weights + architecture name), ``metrics.json``.
+Files (all written atomically): ``config.json`` (resolved config), ``env.json`` (packages,
+git commit, device), ``history.csv`` (per epoch), ``predictions.npz`` (test labels + logits,
+extra classifiers), ``model.pt`` (weights + architecture name), ``metrics.json``, and last
+``manifest.json`` (size + sha256 of every other file): its presence means "finished", and
+reading a run checks the files against it, so a damaged file is found and named.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .util import REPO_ROOT, _atomic, atomic_write_json, atomic_write_text
+from .util import REPO_ROOT, _atomic, atomic_write_json, atomic_write_text, sha256
 
 
 def results_root(root: str | os.PathLike | None = None, profile: str | None = None) -> Path:
@@ -31,8 +33,53 @@ def run_dir(root, dataset: str, run: str, seed: int) -> Path:
     return Path(root) / dataset.replace(":", "_").replace("/", "_") / run / f"seed_{seed}"
 
 
+MANIFEST = "manifest.json"
+RUN_FILES = ("config.json", "env.json", "history.csv", "predictions.npz", "model.pt", "metrics.json")
+
+
+class DamagedRun(RuntimeError):
+    """A finished run whose files do not match its manifest (or cannot be read)."""
+
+    def __init__(self, path, problems: list[str]):
+        self.path, self.problems = Path(path), problems
+        super().__init__(f"Run {path} is damaged: {'; '.join(problems)}.")
+
+
 def is_finished(path) -> bool:
-    return (Path(path) / "metrics.json").exists()
+    return (Path(path) / MANIFEST).exists()
+
+
+def write_manifest(path) -> None:
+    path = Path(path)
+    atomic_write_json(path / MANIFEST, {f: {"bytes": (path / f).stat().st_size, "sha256": sha256(path / f)}
+                                        for f in RUN_FILES if (path / f).exists()})
+
+
+def check_run(path, files=RUN_FILES) -> list[str]:
+    """What is wrong with a finished run's ``files`` (empty if nothing): missing, resized or altered."""
+    path = Path(path)
+    try:
+        manifest = read_json(path / MANIFEST)
+    except (OSError, ValueError) as e:
+        return [f"{MANIFEST} unreadable ({type(e).__name__})"]
+    problems = []
+    for f in files:
+        want = manifest.get(f)
+        if want is None:
+            problems.append(f"{f} not in the manifest")
+        elif not (path / f).exists():
+            problems.append(f"{f} missing")
+        elif (path / f).stat().st_size != want["bytes"]:
+            problems.append(f"{f} has {(path / f).stat().st_size} bytes, the manifest says {want['bytes']}")
+        elif sha256(path / f) != want["sha256"]:
+            problems.append(f"{f} does not match its sha256 in the manifest")
+    return problems
+
+
+def verify_run(path, files=RUN_FILES) -> None:
+    problems = check_run(path, files)
+    if problems:
+        raise DamagedRun(path, problems)
 
 
 def save_run(path, *, config: dict, env: dict, history: list[dict], labels: np.ndarray,
@@ -47,15 +94,22 @@ def save_run(path, *, config: dict, env: dict, history: list[dict], labels: np.n
         np.savez_compressed(buf, labels=labels, logits=logits, **{f"extra_{k}": v for k, v in extra_logits.items()})
         f.write(buf.getvalue())
     _atomic(path / "predictions.npz", write_npz)
-    atomic_write_json(path / "metrics.json", metrics)  # last: marks the run as finished
+    atomic_write_json(path / "metrics.json", metrics)
+    write_manifest(path)  # last: marks the run as finished
+
+
+# the files a table of results reads; model.pt is checked where a model is loaded
+TABLE_FILES = ("config.json", "env.json", "history.csv", "predictions.npz", "metrics.json")
 
 
 def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def load_run(path) -> dict:
+def load_run(path, verify: bool = True) -> dict:
     path = Path(path)
+    if verify:
+        verify_run(path, TABLE_FILES)
     return {"config": read_json(path / "config.json"), "metrics": read_json(path / "metrics.json"),
             "env": read_json(path / "env.json"), "history": pd.read_csv(path / "history.csv"), "dir": path}
 
@@ -65,21 +119,40 @@ def load_predictions(path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _runs(root):
+def finished_runs(root) -> list[Path]:
     root = Path(root)
-    return sorted(p.parent for p in root.glob("*/*/seed_*/metrics.json")) if root.exists() else []
+    return sorted(p.parent for p in root.glob(f"*/*/seed_*/{MANIFEST}")) if root.exists() else []
+
+
+def _runs(root, damaged: list | None = None):
+    """Finished runs whose table files are intact; damaged ones are reported, not read."""
+    ok = []
+    for d in finished_runs(root):
+        problems = check_run(d, TABLE_FILES)
+        if problems:
+            warnings.warn(f"Skipping damaged run {d}: {'; '.join(problems)}. Delete it (or rerun its notebook: "
+                          f"a damaged student run is retrained) to include it again.", stacklevel=3)
+            if damaged is not None:
+                damaged.append(str(d))
+        else:
+            ok.append(d)
+    return ok
 
 
 def load_results(root=None, profile: str | None = None) -> pd.DataFrame:
-    """One tidy row per finished run: dataset, run, method, model, seed, then every metric."""
-    rows = []
-    for d in _runs(results_root(root, profile)):
+    """One tidy row per finished run: dataset, run, method, model, seed, then every metric.
+
+    Damaged runs are skipped with a warning and listed in ``df.attrs["damaged"]``."""
+    rows, damaged = [], []
+    for d in _runs(results_root(root, profile), damaged):
         cfg, m = read_json(d / "config.json"), read_json(d / "metrics.json")
         rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
                      "model": cfg["model"], "seed": cfg["seed"], "teacher_run": cfg.get("teacher"),
                      "teacher_seed": cfg.get("teacher_seed") if cfg.get("teacher") else None,
                      **m, "dir": str(d)})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["damaged"] = damaged
+    return df
 
 
 def load_histories(root=None, profile: str | None = None) -> pd.DataFrame:

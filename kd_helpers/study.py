@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DatasetNotFoundError, load_dataset
+from .data import DatasetDamagedError, DatasetNotFoundError, load_dataset
 from .presets import PROFILES, family, preset
-from .results import read_json, results_root
+from .results import finished_runs, read_json, results_root
 from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -52,11 +52,15 @@ class NotebookFailed(RuntimeError):
     pass
 
 
-def available(dataset: str, data_dir) -> bool:
+def available(dataset: str, data_dir, log=print) -> bool:
+    """Whether an optional dataset can be read; a damaged one is skipped with the reason."""
     try:
         load_dataset(dataset, data_dir, preset(dataset, "smoke").data, download=False)
         return True
     except DatasetNotFoundError:
+        return False
+    except DatasetDamagedError as e:
+        log(f"skipping {dataset}: {e}")
         return False
 
 
@@ -77,13 +81,17 @@ def execute(nb: str, out: Path, params: dict, log=print) -> float:
 
 def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_dir=None, reports_dir=None,
               only=None, log=print) -> dict:
+    known = [s.notebook for s in STEPS]
+    unknown = sorted(set(only or ()) - set(known))
+    if unknown:
+        raise ValueError(f"No notebook {', '.join(map(repr, unknown))} in the study. Notebooks: {', '.join(known)}.")
     default_ds, default_seeds = DEFAULTS[profile]
     seeds = list(seeds or default_seeds)
     wanted = list(datasets or default_ds)
     chosen = []
     for ds in wanted:
         if ds.endswith("?"):
-            if available(ds[:-1], data_dir):
+            if available(ds[:-1], data_dir, log):
                 chosen.append(ds[:-1])
             else:
                 log(f"skipping {ds[:-1]}: its files are not in the data dir (set KD_DATA_DIR to include it)")
@@ -102,9 +110,9 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     timings = {}
 
     def timed(key, nb, out, params):
-        before, started = finished_runs(root), time.strftime("%Y-%m-%d %H:%M")
+        before, started = set(finished_runs(root)), time.strftime("%Y-%m-%d %H:%M")
         seconds = execute(nb, out, params, log)
-        new = finished_runs(root) - before
+        new = set(finished_runs(root)) - before
         precisions = sorted({str(read_json(d / "metrics.json").get("precision", "float32")) for d in new})
         timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions),
                         "started": started, **meta}
@@ -123,10 +131,6 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
                   {**common, "dataset": ds})
     log(f"done in {sum(t['s'] for t in timings.values()) / 60:.1f} min; executed notebooks in {reports}")
     return timings
-
-
-def finished_runs(root: Path) -> set[Path]:
-    return {p.parent for p in Path(root).glob("*/*/seed_*/metrics.json")}
 
 
 def record_timings(path: Path, profile: str, seeds, timings: dict) -> dict:
@@ -176,6 +180,8 @@ def main(argv=None):
     try:
         run_study(args.profile, args.datasets, args.seeds, args.data_dir, args.results_dir, args.reports_dir,
                   args.only)
+    except ValueError as e:
+        ap.error(str(e))
     except NotebookFailed as e:
         print(f"\nSTUDY STOPPED: {e}", file=sys.stderr)
         sys.exit(1)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .data import Dataset
-from .util import atomic_torch_save
+from .util import atomic_torch_save, atomic_write_text, sha256
 
 
 def teacher_key(teacher: nn.Module, data: Dataset, feats: bool) -> str:
@@ -44,11 +45,29 @@ class TeacherOutputs:
             key = teacher_key(teacher, data, feats)
             self.path = Path(cache_dir) / f"teacher_outputs_{key}.pt" if cache_dir else None
             if self.path is not None and self.path.exists():
-                self.cache = torch.load(self.path, weights_only=True)
-            else:
+                self.cache = self._read(self.path)
+            if self.cache is None:
                 self.cache = self._compute(data, batch_size, channels_last)
                 if self.path is not None:
                     atomic_torch_save(self.cache, self.path)
+                    atomic_write_text(self._sum_path(self.path), sha256(self.path))  # written last
+
+    @staticmethod
+    def _sum_path(path: Path) -> Path:
+        return path.with_suffix(".sha256")
+
+    @classmethod
+    def _read(cls, path: Path):
+        """The cached outputs, or None (with a warning) if the file is damaged or was never
+        completed: they are recomputed. A sha256 written after the cache guards its bytes."""
+        try:
+            if cls._sum_path(path).read_text().strip() != sha256(path):
+                raise ValueError("contents do not match the recorded sha256")
+            return torch.load(path, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt the same way
+            warnings.warn(f"Teacher-output cache {path} is damaged ({type(e).__name__}: {e}); recomputing it.",
+                          stacklevel=3)
+            return None
 
     @torch.inference_mode()
     def _compute(self, data, batch_size, channels_last):

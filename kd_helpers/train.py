@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,22 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
+def read_checkpoint(path, device="cpu") -> dict | None:
+    """An epoch checkpoint, or None if there is none. A damaged one (a kill or a full disk
+    mid-write on a file system without atomic rename, a bad copy) is deleted with a warning:
+    the run starts over instead of crashing on every rerun."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file means the same thing here
+        warnings.warn(f"Checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:80]}); deleted, the run starts "
+                      f"over from epoch 1.", stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
             extra: DistillLoss | None = None, device=None, channels_last: bool = False,
@@ -111,12 +128,14 @@ def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
 
 def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig, *,
         teacher: nn.Module | None = None, checkpoint: str | os.PathLike | None = None,
-        cache_dir: str | os.PathLike | None = None, progress: bool = True, desc: str = "") -> list[dict]:
+        cache_dir: str | os.PathLike | None = None, progress: bool = True, desc: str = "",
+        meta: dict | None = None) -> list[dict]:
     """Train ``model`` with ``loss_fn`` and return the per-epoch history.
 
     Every epoch ends with an atomic checkpoint; if ``checkpoint`` exists the run resumes from
     it. Each epoch's randomness (order, augmentation, dropout) derives from ``(seed, epoch)``,
-    so a resumed run gives the same result as an uninterrupted one.
+    so a resumed run gives the same result as an uninterrupted one. ``meta`` (the run's config)
+    is saved with every checkpoint so a caller can refuse to resume under another config.
     """
     setup_threads()
     device = device_default()
@@ -138,8 +157,8 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
 
     history, start = [], 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    state = read_checkpoint(ckpt, device) if ckpt is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         opt.load_state_dict(state["optimizer"])
@@ -212,5 +231,6 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
                        f"train {row['train_acc']:.4f} val {row['val_acc']:.4f} ({row['time_s']:.1f}s)")
         if ckpt is not None:
             atomic_torch_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
-                               "optimizer": opt.state_dict(), "history": history, "epoch": epoch}, ckpt)
+                               "optimizer": opt.state_dict(), "history": history, "epoch": epoch,
+                               "meta": meta}, ckpt)
     return history

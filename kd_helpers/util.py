@@ -1,6 +1,8 @@
 """Small shared utilities: atomic writes, device and thread set-up, environment record."""
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import platform
@@ -15,10 +17,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _THREADS_SET = False
 
 
+class DiskFull(OSError):
+    """Writing a file failed because its file system is full."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    while e is not None:  # torch.save wraps ENOSPC in a RuntimeError from its zip writer
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _atomic(path: Path, write) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    """Write to a temp file in the same directory, then rename: readers never see half a file.
+
+    Temp files left by a killed earlier write of the same file are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -26,9 +44,21 @@ def _atomic(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(e):
+            raise DiskFull(errno.ENOSPC, f"No space left on device while writing {path}. Free space on that "
+                                         f"file system (or point KD_RESULTS_DIR elsewhere) and rerun: finished "
+                                         f"runs and the last epoch checkpoint are intact") from e
         raise
+
+
+def sha256(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -1,0 +1,132 @@
+"""Notebook parameters, checked before anything runs.
+
+A notebook's ``parameters`` cell is the list of what it accepts (papermill injects ``-p`` values
+after it). ``check_parameters(globals(), "13_dkd")`` reads that cell, refuses a name the cell does
+not declare (papermill itself only warns and injects it anyway), and checks every value's type
+and range from one table below, with an error naming the parameter and what it accepts.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import types
+
+from .data import DATASETS
+from .presets import PROFILES
+from .util import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+class ParameterError(ValueError):
+    pass
+
+
+def _num(lo=-math.inf, hi=math.inf, lo_open=False, integer=False, optional=True):
+    """A rule for a number in [lo, hi] (``lo_open``: lo excluded); None means "the study's value"."""
+    def check(v):
+        if v is None and optional:
+            return None
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type:
+            return f"a{'n integer' if integer else ' number'}{' or None' if optional else ''}"
+        if not (lo < v if lo_open else lo <= v) or v > hi:
+            return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        return None
+    return check
+
+
+def _seeds(v):
+    if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v):
+        return None
+    return "a non-empty list of non-negative integers, e.g. [0, 1, 2]"
+
+
+def _path_or_none(v):
+    return None if v is None or isinstance(v, str) else "a path (string) or None"
+
+
+def _dataset(v):
+    if isinstance(v, str) and (v in DATASETS or v.startswith("imagefolder:")):
+        return None
+    return f"one of {', '.join(DATASETS)} or imagefolder:<path>"
+
+
+def _datasets(v):
+    if isinstance(v, list) and v and all(_dataset(d) is None for d in v):
+        return None
+    return f"a non-empty list of dataset names ({', '.join(DATASETS)}, imagefolder:<path>)"
+
+
+def _choice(*options):
+    return lambda v: None if v in options else f"one of {', '.join(map(repr, options))}"
+
+
+def _list_of(options):
+    return lambda v: (None if isinstance(v, list) and v and all(x in options for x in v)
+                      else f"a non-empty list of {', '.join(map(repr, options))}")
+
+
+def _fractions(v):
+    if isinstance(v, list) and v and all(isinstance(x, (int, float)) and 0 < x < 1 for x in v):
+        return None
+    return "a non-empty list of numbers in (0, 1)"
+
+
+def _str(v):
+    return None if isinstance(v, str) and v else "a non-empty string"
+
+
+# name -> rule (returns None if the value is fine, else what is accepted)
+RULES = {
+    "dataset": _dataset, "datasets": _datasets, "profile": _choice(*PROFILES), "seeds": _seeds,
+    "teacher_seeds": _seeds, "prune_seeds": _seeds, "data_dir": _path_or_none, "results_dir": _path_or_none,
+    "reference": _str,
+    # temperatures and scales must be positive; weights non-negative; shares in [0, 1]
+    "T": _num(0, lo_open=True), "tau": _num(0, lo_open=True), "p": _num(0, lo_open=True),
+    "alpha": _num(0, 1), "beta": _num(0), "gamma": _num(0), "w_d": _num(0), "w_a": _num(0), "lam": _num(0),
+    "beta_one_stage": _num(0), "stage1_frac": _num(0, 1), "peers": _num(1, integer=True),
+    "warmup": _num(0, integer=True), "finetune_epochs": _num(1, integer=True),
+    "amounts": _fractions, "kinds": _list_of(("unstructured", "structured")), "finetune": _list_of(("ce", "kd")),
+}
+
+
+def declared(notebook: str) -> dict:
+    """Names and default values of a notebook's ``parameters`` cell."""
+    nb = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ParameterError(f"notebooks/{notebook}.ipynb needs exactly one cell tagged 'parameters'.")
+    tree = ast.parse("".join(cells[0]["source"]))
+    return {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
+
+
+_IPYTHON = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def check_parameters(namespace: dict, notebook: str) -> dict:
+    """Check the parameters a notebook was run with; return them as a dict.
+
+    ``namespace`` is the notebook's ``globals()`` right after the parameters cell (and the cell
+    papermill injects after it)."""
+    names = declared(notebook)
+    given = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in _IPYTHON
+             and not callable(v) and not isinstance(v, types.ModuleType)}
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ParameterError(f"Notebook {notebook} has no parameter {', '.join(map(repr, unknown))}. "
+                             f"Its parameters: {', '.join(names)}.")
+    for name in names:
+        rule = RULES.get(name)
+        if rule is None:
+            raise ParameterError(f"Parameter '{name}' of notebooks/{notebook}.ipynb has no rule in "
+                                 f"kd_helpers/params.py RULES: add one.")
+        problem = rule(given.get(name))
+        if problem:
+            raise ParameterError(f"Notebook {notebook}: parameter {name}={given.get(name)!r} is not accepted; "
+                                 f"{name} must be {problem}.")
+    return {name: given.get(name) for name in names}
+
+
+__all__ = ["ParameterError", "RULES", "check_parameters", "declared"]
