@@ -204,7 +204,10 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
                "n_test": len(y), "n_train": len(data.y["train"]), "n_val": len(y_val),
                "input_shape": list(in_shape),
                "val_acc": evaluate.accuracy(val_logits, y_val) if len(y_val) else None,
-               "best_val_epoch": int(max(history, key=lambda r: r["val_acc"])["epoch"]),
+               # the stored model is the best-validation epoch's; the last epoch's accuracy is its
+               # per-epoch curve value (training precision), for the ablation of epoch selection
+               "selected_epoch": int(next(r["epoch"] for r in history if r["selected"])),
+               "test_acc_last_epoch": history[-1]["test_acc"], "epochs_trained": len(history),
                **{f"test_acc_{k}": evaluate.accuracy(z, y) for k, z in extras.items()},
                **evaluate.describe(model, in_shape), **before, **after}
     metrics.update(_costs(spec, model, teacher, data, history, in_shape,

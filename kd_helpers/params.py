@@ -74,6 +74,10 @@ def _fractions(v):
     return "a non-empty list of numbers in (0, 1)"
 
 
+def _bool(v):
+    return None if isinstance(v, bool) else "True or False"
+
+
 def _str(v):
     return None if isinstance(v, str) and v else "a non-empty string"
 
@@ -82,7 +86,7 @@ def _str(v):
 RULES = {
     "dataset": _dataset, "datasets": _datasets, "profile": _choice(*PROFILES), "seeds": _seeds,
     "teacher_seeds": _seeds, "prune_seeds": _seeds, "data_dir": _path_or_none, "results_dir": _path_or_none,
-    "reference": _str,
+    "reference": _str, "ablation": _bool,
     # temperatures and scales must be positive; weights non-negative; shares in [0, 1]
     "T": _num(0, lo_open=True), "tau": _num(0, lo_open=True), "p": _num(0, lo_open=True),
     "alpha": _num(0, 1), "beta": _num(0), "gamma": _num(0), "w_d": _num(0), "w_a": _num(0), "lam": _num(0),

@@ -133,7 +133,9 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
     """Train ``model`` with ``loss_fn`` and return the per-epoch history.
 
     Every epoch ends with an atomic checkpoint; if ``checkpoint`` exists the run resumes from
-    it. Each epoch's randomness (order, augmentation, dropout) derives from ``(seed, epoch)``,
+    it. The model ends at the weights of its best-validation epoch (the earliest, if tied; the
+    last epoch when there is no validation split): ``selected`` marks that row of the history.
+    Each epoch's randomness (order, augmentation, dropout) derives from ``(seed, epoch)``,
     so a resumed run gives the same result as an uninterrupted one. ``meta`` (the run's config)
     is saved with every checkpoint so a caller can refuse to resume under another config.
     """
@@ -155,14 +157,14 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
     augment = data.augment if cfg.augment is None else cfg.augment
     forward = torch.compile(model) if cfg.compile else model
 
-    history, start = [], 0
+    history, start, best = [], 0, None
     ckpt = Path(checkpoint) if checkpoint else None
     state = read_checkpoint(ckpt, device) if ckpt is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         opt.load_state_dict(state["optimizer"])
-        history, start = state["history"], state["epoch"] + 1
+        history, start, best = state["history"], state["epoch"] + 1, state.get("best")
 
     teacher_out = None
     if loss_fn.requires_teacher:
@@ -172,6 +174,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
                                      cached=cfg.cache_teacher and not augment, cache_dir=cache_dir,
                                      batch_size=cfg.eval_batch_size, channels_last=channels_last)
 
+    has_val = len(data.y["val"]) > 0
     for epoch in range(start, cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
         seed_everything(cfg.seed * 100_003 + epoch)  # dropout etc. depend on (seed, epoch) only
@@ -226,11 +229,24 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
         row["time_s"] = time.perf_counter() - t0
         row["cpu_s"] = time.process_time() - c0
         history.append(row)
+        if has_val and (best is None or row["val_acc"] > best["val_acc"]):
+            # model selection on validation only: the earliest epoch with the best validation accuracy
+            best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "model": _cpu_state(model),
+                    "loss": _cpu_state(loss_fn)}
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}: loss {row['train_loss']:.4f} "
                        f"train {row['train_acc']:.4f} val {row['val_acc']:.4f} ({row['time_s']:.1f}s)")
         if ckpt is not None:
             atomic_torch_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
                                "optimizer": opt.state_dict(), "history": history, "epoch": epoch,
-                               "meta": meta}, ckpt)
+                               "meta": meta, "best": best}, ckpt)
+    if best is not None and best["epoch"] != history[-1]["epoch"]:
+        model.load_state_dict(best["model"])
+        loss_fn.load_state_dict(best["loss"])
+    for row in history:
+        row["selected"] = best is not None and row["epoch"] == best["epoch"] or best is None and row is history[-1]
     return history
+
+
+def _cpu_state(module: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}

@@ -54,6 +54,24 @@ def recorded_summary(nb) -> dict | None:
     return found[-1] if found else None
 
 
+def check_ablation(nb, dataset):
+    """01_teacher's appendix records its table: every row of the family's grid, the study's own
+    protocol marked once per role, and the validation choice marked."""
+    from kd_helpers.ablation import GRID
+    from kd_helpers.presets import family
+    found = [o.metadata["kd_ablation"] for c in nb.cells for o in c.get("outputs", [])
+             if "kd_ablation" in o.get("metadata", {})]
+    assert len(found) == 1
+    t = found[0]
+    grid = GRID[family(dataset)]
+    assert t["protocol"] == [label for label, _, _ in grid]
+    for role in set(t["role"]):
+        rows = [i for i, r in enumerate(t["role"]) if r == role]
+        assert sum(t["study"][i] for i in rows) == 1 and any(t["best on validation"][i] for i in rows)
+        best = max(t["val_acc"][i] for i in rows)
+        assert all(t["best on validation"][i] == (t["val_acc"][i] == best) for i in rows)
+
+
 def check_method_summary(name, nb, min_acc=0.0):
     s = recorded_summary(nb)
     if name not in METHOD_NOTEBOOKS:
@@ -73,16 +91,23 @@ def check_method_summary(name, nb, min_acc=0.0):
     assert all(0 <= acc <= 1 for acc in s["test_acc"].values()) and s["test_acc"]["baseline"] > min_acc
 
 
+# the pruning sweep's full grid is 32 runs; one amount covers every code path of the notebook
+SMALL = {"20_pruning": {"amounts": [0.5]}}
+
+
 @pytest.mark.parametrize("name", PER_DATASET)
 def test_notebook_smoke_mnist5k(name, tmp_path, store):
-    nb = run_nb(name, tmp_path, store, dataset="mnist5k")
-    check_method_summary(name, nb, min_acc=0.2)   # the MLP baseline is well above chance after one smoke epoch
+    nb = run_nb(name, tmp_path, store, dataset="mnist5k", **SMALL.get(name, {}))
+    check_method_summary(name, nb, min_acc=0.2)
+    if name == "01_teacher":
+        check_ablation(nb, "mnist5k")   # the MLP baseline is well above chance after one smoke epoch
 
 
 @needs_cifar
-@pytest.mark.parametrize("name", ["00_data"] + CNN_ONLY)
+@pytest.mark.parametrize("name", ["00_data", "01_teacher"] + CNN_ONLY)
 def test_notebook_smoke_cifar10(name, tmp_path, store):
-    nb = run_nb(name, tmp_path, store, dataset="cifar10")
+    # the CNN grid's code path is the MLP grid's (tested on mnist5k); its six CNN runs would add minutes
+    nb = run_nb(name, tmp_path, store, dataset="cifar10", **SMALL.get(name, {}), **({"ablation": False} if name == "01_teacher" else {}))
     check_method_summary(name, nb)
 
 
@@ -152,7 +177,11 @@ def test_runner_records_what_each_notebook_trained(tmp_path):
     kw = dict(datasets=["mnist5k"], results_dir=str(tmp_path / "r"), reports_dir=str(tmp_path / "rep"),
               only=["01_teacher"], log=lambda *_: None)
     t = run_study("smoke", **kw)["mnist5k/01_teacher"]
-    assert t["trained_runs"] == 1 and t["precision"] in ("float32", "bfloat16") and t["commit"] and t["machine"]
+    from kd_helpers.ablation import GRID
+    # the teacher, the baseline student its appendix compares, and every changed row of the ablation
+    ablation_runs = sum(1 for _, _, changes in GRID["mlp"] if changes)
+    assert t["trained_runs"] == 2 + ablation_runs and t["commit"] and t["machine"]
+    assert "float32" in t["precision"] and set(t["precision"].split(", ")) <= {"float32", "bfloat16"}
     assert run_study("smoke", **kw)["mnist5k/01_teacher"]["trained_runs"] == 0   # reused
     recorded = json.loads((tmp_path / "rep" / "timings.json").read_text())["notebooks"]["mnist5k/01_teacher"]
     assert recorded == t

@@ -116,3 +116,42 @@ def test_fused_optimizer_follows_the_unfused_update():
                 opt.step()
             ops = {e.name for e in prof.events()}
             assert any("_fused_" in op for op in ops) == fused, (name, fused, sorted(ops)[:20])
+
+
+class SabotagedLastEpoch(torch.nn.Module):
+    """CE, except in the last epoch, where it trains towards the wrong labels: validation accuracy
+    collapses there, so selection must fall on an earlier epoch."""
+    requires_teacher, teacher_feats, name = False, False, "sabotage"
+
+    def start_epoch(self, epoch, epochs):
+        self.flip = epoch == epochs - 1
+
+    def extra_logits(self, x, out):
+        return {}
+
+    def forward(self, s_out, t_out, y, x=None):
+        return {"ce": torch.nn.functional.cross_entropy(s_out[0], (y + 1) % 4 if self.flip else y)}
+
+
+def test_the_best_validation_epoch_is_selected_and_restored(tmp_path):
+    from kd_helpers.train import predict
+    from kd_helpers.evaluate import accuracy
+    data = tiny_dataset()
+    cfg = TrainConfig(**{**CFG.__dict__, "precision": "fp32", "epochs": 5, "lr": 1e-2})
+    model = make()
+    hist = fit(model, SabotagedLastEpoch(), data, cfg, progress=False, checkpoint=tmp_path / "ck.pt")
+    assert hist[-1]["val_acc"] < max(h["val_acc"] for h in hist[:-1])      # the sabotage worked
+    chosen = [h for h in hist if h["selected"]]
+    assert len(chosen) == 1 and chosen[0]["epoch"] < 5
+    assert chosen[0]["val_acc"] == max(h["val_acc"] for h in hist)
+    assert chosen[0]["epoch"] == min(h["epoch"] for h in hist if h["val_acc"] == chosen[0]["val_acc"])  # earliest
+    # the model left behind is that epoch's: its accuracies are the selected row's (fp32 throughout)
+    logits, _ = predict(model, data, "val")
+    assert accuracy(logits, data.y["val"]) == chosen[0]["val_acc"]
+    logits, _ = predict(model, data, "test")
+    assert accuracy(logits, data.y["test"]) == chosen[0]["test_acc"]
+    # a run resumed after its last checkpoint selects the same epoch with the same weights
+    again = make()
+    resumed = fit(again, SabotagedLastEpoch(), data, cfg, progress=False, checkpoint=tmp_path / "ck.pt")
+    assert [h["selected"] for h in resumed] == [h["selected"] for h in hist]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))

@@ -1,0 +1,104 @@
+"""Why the reference protocol fell short: a small ablation of the teacher's and the student's
+training protocol (notebooks/01_teacher, appendix).
+
+Each row changes one thing against the study's protocol and trains the teacher (or the no-KD
+student) once per seed. The protocol is chosen on **validation** accuracy only; the test
+accuracy of the selected (best-validation) epoch and of the last epoch are shown beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+
+from .experiment import distill, run, spec_for
+from .presets import family
+from .results import load_results
+
+# family -> rows (label, role, changes); changes: a model name and/or TrainConfig fields.
+# An empty change is the study's own run, reused from the store.
+GRID = {
+    "mlp": [
+        ("teacher, reference: dropout 0.2 on hidden units, constant lr", "teacher",
+         dict(model="mlp_teacher_d02", schedule="constant")),
+        ("teacher, Hinton dropout (input 0.2, hidden 0.5), constant lr", "teacher", dict(schedule="constant")),
+        ("teacher, dropout 0.2, cosine lr", "teacher", dict(model="mlp_teacher_d02")),
+        ("teacher, Hinton dropout, cosine lr (the study's)", "teacher", {}),
+        ("teacher, the study's in fp32", "teacher", dict(precision="fp32")),
+        ("student, constant lr (reference)", "baseline", dict(schedule="constant")),
+        ("student, cosine lr (the study's)", "baseline", {}),
+    ],
+    "cnn": [
+        ("teacher, reference: no BatchNorm, constant lr", "teacher",
+         dict(model="cnn_teacher_nobn", schedule="constant")),
+        ("teacher, BatchNorm, constant lr", "teacher", dict(schedule="constant")),
+        ("teacher, no BatchNorm, cosine lr", "teacher", dict(model="cnn_teacher_nobn")),
+        ("teacher, BatchNorm, cosine lr (the study's)", "teacher", {}),
+        ("student, reference: no BatchNorm, constant lr", "baseline",
+         dict(model="cnn_student_nobn", schedule="constant")),
+        ("student, BatchNorm, cosine lr (the study's)", "baseline", {}),
+    ],
+}
+
+
+def _slug(changes: dict) -> str:
+    return "__".join(f"{k}={v}" for k, v in sorted(changes.items()))
+
+
+def protocol_ablation(dataset: str, profile: str = "quick", seeds=(0,), *, results_dir=None, data_dir=None,
+                      progress: bool = False) -> pd.DataFrame:
+    """Train (or reuse) every row of the dataset family's grid; one row per protocol, mean over seeds."""
+    rows = []
+    for label, role, changes in GRID[family(dataset)]:
+        if not changes:
+            runs = distill(role, dataset, profile, seeds, results_dir=results_dir, data_dir=data_dir, progress=progress)
+        else:
+            train = {k: v for k, v in changes.items() if k != "model"}
+            runs = []
+            for s in seeds:
+                spec = spec_for(role, dataset, profile, s, model=changes.get("model"), **train)
+                runs.append(run(replace(spec, run=f"ablation_{role}__{_slug(changes)}"), results_dir, data_dir,
+                                profile=profile, progress=progress))
+        for r in runs:
+            m = r["metrics"]
+            rows.append({"protocol": label, "role": role, "run": r["config"]["run"], "seed": r["config"]["seed"],
+                         "model": r["config"]["model"], "val_acc": m["val_acc"], "test_acc": m["test_acc"],
+                         "test_acc_last_epoch": m["test_acc_last_epoch"], "selected_epoch": m["selected_epoch"],
+                         "precision": m["precision"], "train_s": m["train_s"], "study": not changes})
+    df = pd.DataFrame(rows)
+    out = (df.groupby(["role", "protocol"], sort=False)
+           .agg(model=("model", "first"), seeds=("seed", "size"), val_acc=("val_acc", "mean"),
+                test_acc=("test_acc", "mean"), test_acc_last_epoch=("test_acc_last_epoch", "mean"),
+                selected_epoch=("selected_epoch", "mean"), precision=("precision", "first"),
+                train_min=("train_s", lambda t: t.mean() / 60), study=("study", "first"))
+           .reset_index())
+    out["best on validation"] = out.groupby("role").val_acc.transform("max") == out.val_acc
+    return out
+
+
+def describe(table: pd.DataFrame, dataset: str) -> str:
+    """The ablation's verdict in words: what validation chose, whether it is the study's protocol,
+    and how far the study's runs are from the reference study's numbers."""
+    from .findings import REFERENCE
+    lines = []
+    for role, g in table.groupby("role", sort=False):
+        best, ours, ref_row = g[g["best on validation"]].iloc[0], g[g.study].iloc[0], g.iloc[0]
+        who = "teacher" if role == "teacher" else "no-KD student"
+        same = "the study's protocol" if best.protocol == ours.protocol else f"not the study's ({ours.protocol})"
+        lines.append(
+            f"- **{who}**: validation picks *{best.protocol}* ({100 * best.val_acc:.2f}% validation), {same}. "
+            f"Its test accuracy is {100 * best.test_acc:.2f}% (best-validation epoch) and "
+            f"{100 * best.test_acc_last_epoch:.2f}% at the last epoch; the reference protocol row gives "
+            f"{100 * ref_row.test_acc:.2f}%.")
+        ref = REFERENCE.get(dataset, {}).get(role)
+        if ref is not None:
+            gap = 100 * ours.test_acc - ref[0]
+            lines[-1] += (f" The reference study reports {ref[0]:.2f}%; the study's {who} is "
+                          f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} it.")
+    return "\n".join(lines)
+
+
+def load(results_dir=None, profile: str = "quick") -> pd.DataFrame:
+    """Every ablation run in a store (for the report)."""
+    df = load_results(results_dir, profile)
+    return df[df.run.str.startswith("ablation_")] if len(df) else df
