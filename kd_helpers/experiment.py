@@ -164,7 +164,7 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     if is_finished(out) and not force:
         problems = check_run(out)
         if not problems:
-            return _reuse(out, config)
+            return _announce(_reuse(out, config), root, trained=False)
         if spec.run == "teacher":
             raise DamagedRun(out, problems + [f"a damaged teacher is not retrained automatically (its students depend "
                                               f"on it): delete {out} and rerun notebooks/01_teacher; the students "
@@ -191,9 +191,11 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
 
     pair = describe_pair(model, teacher, in_shape, ncls, make_student=make)
     loss_fn = build_loss(spec.method, pair, **spec.loss)
-    history = fit(model, loss_fn, data, spec.train, teacher=teacher, checkpoint=out / "checkpoint.pt",
-                  cache_dir=teacher_dir, progress=progress, desc=f"{spec.dataset}/{spec.run}/s{spec.seed}",
-                  meta=config)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOG, "a") as logf:   # the per-epoch log lives with the run, not in the notebook
+        history = fit(model, loss_fn, data, spec.train, teacher=teacher, checkpoint=out / "checkpoint.pt",
+                      cache_dir=teacher_dir, progress=progress, desc=f"{spec.dataset}/{spec.run}/s{spec.seed}",
+                      meta=config, log=lambda line: print(line, file=logf, flush=True))
     after = start.finish(model) if start is not None else {}
 
     model.cpu().float()
@@ -216,7 +218,20 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     save_run(out, config=config, env=environment(), history=history, labels=y.numpy(),
              logits=logits.numpy(), extra_logits={k: z.numpy() for k, z in extras.items()}, metrics=metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)
-    return load_run(out)
+    return _announce(load_run(out), root, trained=True)
+
+
+LOG = "train.log"
+
+
+def _announce(r: dict, root: Path, trained: bool) -> dict:
+    """One line per run for the notebook: trained or reused, time, accuracy, where its log is
+    (relative to the results store: no machine paths in executed notebooks)."""
+    m, rel = r["metrics"], r["dir"].relative_to(root) if r["dir"].is_relative_to(root) else r["dir"].name
+    print(f"{'trained' if trained else 'reused '} {rel}: test {100 * m['test_acc']:.2f}% (epoch "
+          f"{m.get('selected_epoch', '?')} of {m.get('epochs_trained', '?')}, best on validation), "
+          f"{m.get('train_s', float('nan')):.0f} s training in {m.get('precision')}; log: {rel}/{LOG}")
+    return r
 
 
 def _teacher(root: Path, spec: RunSpec, profile: str | None, data_dir) -> tuple[Path, dict]:

@@ -46,11 +46,23 @@ def sample_grid(data, n_per_class: int = 8):
 
 
 def learning_curves(hist: pd.DataFrame, runs=None, metric: str = "val_acc", title: str | None = None, ax=None):
-    """Mean over seeds per epoch (band: +-1 sd) for each run, all on one axis."""
+    """Mean over seeds per epoch (band: +-1 sd) for each run, all on one axis.
+
+    Epochs of a pre-training stage (FitNets' stage 1: hints only, the classifier untrained) are
+    shaded and left out of the y-range, so they do not squash every other curve into one line."""
     h = hist if runs is None else hist[hist.run.isin(runs)]
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(h, x="epoch", y=metric, hue="run", errorbar="sd", marker="o", ax=ax)
+    pre = h[h["stage"] == 1] if "stage" in h else h.iloc[:0]
+    main = h.drop(pre.index)
+    if len(pre):
+        ax.axvspan(pre.epoch.min() - 0.5, pre.epoch.max() + 0.5, color="0.9", zorder=0,
+                   label="FitNets stage 1 (hints only)")
+    if len(main) and main[metric].notna().any():
+        lo, hi = main[metric].min(), main[metric].max()
+        pad = max(0.1 * (hi - lo), 0.002)
+        ax.set_ylim(lo - pad, min(hi + pad, 1.0 + pad / 2))
     ax.set_title(title or metric)
     ax.legend(fontsize=8)
     return ax.figure

@@ -129,7 +129,7 @@ def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
 def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig, *,
         teacher: nn.Module | None = None, checkpoint: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None, progress: bool = True, desc: str = "",
-        meta: dict | None = None) -> list[dict]:
+        meta: dict | None = None, log=None) -> list[dict]:
     """Train ``model`` with ``loss_fn`` and return the per-epoch history.
 
     Every epoch ends with an atomic checkpoint; if ``checkpoint`` exists the run resumes from
@@ -138,6 +138,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
     Each epoch's randomness (order, augmentation, dropout) derives from ``(seed, epoch)``,
     so a resumed run gives the same result as an uninterrupted one. ``meta`` (the run's config)
     is saved with every checkpoint so a caller can refuse to resume under another config.
+    ``log(line)`` receives one line per epoch (default: printed when ``progress``).
     """
     setup_threads()
     device = device_default()
@@ -216,6 +217,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
             correct += (s[0].argmax(1) == y).sum().item()
             seen += n
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "precision": dtype_name(amp_dtype),
+               **getattr(loss_fn, "epoch_info", dict)(),
                **{f"train_{k}": v / seen for k, v in sums.items()}, "train_acc": correct / seen}
         t_eval = time.perf_counter()
         for split in ("val", "test"):
@@ -233,9 +235,12 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
             # model selection on validation only: the earliest epoch with the best validation accuracy
             best = {"epoch": row["epoch"], "val_acc": row["val_acc"], "model": _cpu_state(model),
                     "loss": _cpu_state(loss_fn)}
-        if progress:
-            tqdm.write(f"{desc} epoch {epoch + 1}: loss {row['train_loss']:.4f} "
-                       f"train {row['train_acc']:.4f} val {row['val_acc']:.4f} ({row['time_s']:.1f}s)")
+        line = (f"{desc} epoch {epoch + 1}: loss {row['train_loss']:.4f} "
+                f"train {row['train_acc']:.4f} val {row['val_acc']:.4f} ({row['time_s']:.1f}s)")
+        if log is not None:
+            log(line)
+        elif progress:
+            tqdm.write(line)
         if ckpt is not None:
             atomic_torch_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
                                "optimizer": opt.state_dict(), "history": history, "epoch": epoch,

@@ -63,6 +63,10 @@ class DistillLoss(nn.Module):
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called by ``fit`` before each epoch (two-stage schedules, warm-ups)."""
 
+    def epoch_info(self) -> dict:
+        """Recorded in the epoch's history row (e.g. FitNets' stage, so plots can mark it)."""
+        return {}
+
     def extra_logits(self, x: torch.Tensor, student_out) -> dict[str, torch.Tensor]:
         """Extra classifiers to evaluate and record (DML peers, BYOT exits)."""
         return {}

@@ -39,6 +39,9 @@ class FitNets(DistillLoss):
     def start_epoch(self, epoch, epochs):
         self.stage = 1 if epoch < round(self.stage1_frac * epochs) else 2
 
+    def epoch_info(self):
+        return {"stage": self.stage}
+
     def forward(self, s_out, t_out, y, x=None):
         hint = lambda: hint_loss(self.regressor(s_out[1][self.guided_layer]), t_out[1][self.hint_layer])
         if self.stage == 1:

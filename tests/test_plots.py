@@ -1,0 +1,25 @@
+import matplotlib
+import pandas as pd
+
+from kd_helpers import plots
+
+matplotlib.use("Agg")
+
+
+def test_pretraining_stage_is_shaded_and_out_of_the_y_range():
+    rows = [{"run": "kd", "seed": 0, "epoch": e, "val_acc": 0.97 + 0.002 * e} for e in range(1, 9)]
+    rows += [{"run": "fitnets", "seed": 0, "epoch": e, "val_acc": 0.1 if e <= 2 else 0.96 + 0.003 * e,
+              "stage": 1 if e <= 2 else 2} for e in range(1, 9)]
+    fig = plots.learning_curves(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo > 0.9 and hi < 1.01               # the 10% stage-1 epochs do not stretch the axis
+    shaded = [p for p in ax.patches if p.get_label().startswith("FitNets stage 1")]
+    assert len(shaded) == 1 and shaded[0].get_x() == 0.5   # epochs 1-2 shaded
+
+
+def test_save_writes_files_and_echoes_no_path(tmp_path):
+    fig = plots.learning_curves(pd.DataFrame([{"run": "a", "seed": 0, "epoch": 1, "val_acc": 0.5},
+                                              {"run": "a", "seed": 0, "epoch": 2, "val_acc": 0.6}]))
+    assert plots.save(fig, "x", tmp_path) is None
+    assert (tmp_path / "x.png").stat().st_size > 0 and (tmp_path / "x.svg").exists()
