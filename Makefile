@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROFILE ?= quick
 JOBS   ?= 2
 
-.PHONY: study test bench report clean-results
+.PHONY: study test bench report publish clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,3 +25,6 @@ bench: $(VENV)/.installed   ## speed benchmark against the usual DataLoader loop
 
 report: $(VENV)/.installed  ## rewrite the README results table from the results store
 	$(PY) -m kd_helpers.report --update-readme --profile $(PROFILE)
+
+publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$(PROFILE)/store (committed for paper)
+	$(PY) -m kd_helpers.publish --profile $(PROFILE)

@@ -1,0 +1,76 @@
+"""Publish a results store in compact form, so a fresh clone reads and re-checks the study
+without retraining (``reports/<profile>/store``, committed).
+
+Every finished run keeps its config, environment, metrics, per-epoch history, training log and
+per-sample test logits (float16); teachers keep their weights (students' weights, checkpoints
+and teacher-output caches stay behind). Each published run gets its own manifest, so the
+compact copy is checked like any run; ``published_from`` in it names the original's sha256s.
+
+    python -m kd_helpers.publish --profile paper [--results-dir results/paper] [--to reports/paper/store]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .results import MANIFEST, _atomic, finished_runs, read_json, results_root, verify_run
+from .util import REPO_ROOT, atomic_write_json, sha256
+
+KEEP = ("config.json", "env.json", "metrics.json", "history.csv")
+OPTIONAL = ("train.log",)
+
+
+def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
+    """Copy one finished run in compact form (skipped if already published from the same files)."""
+    verify_run(src)   # a damaged run is never published
+    manifest = read_json(src / MANIFEST)
+    if (dst / MANIFEST).exists() and read_json(dst / MANIFEST).get("published_from") == manifest:
+        return
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in KEEP + OPTIONAL + (("model.pt",) if keep_weights else ()):
+        if (src / f).exists():
+            shutil.copyfile(src / f, dst / f)
+    with np.load(src / "predictions.npz") as z:
+        arrays = {k: (z[k].astype(np.float16) if k == "logits" or k.startswith("extra_") else z[k]) for k in z.files}
+
+    def write(f):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        f.write(buf.getvalue())
+    _atomic(dst / "predictions.npz", write)
+    files = [f for f in KEEP + ("predictions.npz", "model.pt") if (dst / f).exists()]
+    atomic_write_json(dst / MANIFEST, {**{f: {"bytes": (dst / f).stat().st_size, "sha256": sha256(dst / f)}
+                                          for f in files}, "published_from": manifest})
+
+
+def publish(results_dir, to, teachers=("teacher",)) -> list[Path]:
+    """Publish every finished run of ``results_dir`` into ``to``; return the published directories."""
+    src_root, dst_root, out = Path(results_dir), Path(to), []
+    for src in finished_runs(src_root):
+        rel = src.relative_to(src_root)
+        dst = dst_root / rel
+        publish_run(src, dst, keep_weights=rel.parts[1] in teachers)
+        out.append(dst)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--results-dir", default=None, help="default: $KD_RESULTS_DIR or results/<profile>")
+    ap.add_argument("--to", default=None, help="default: reports/<profile>/store")
+    args = ap.parse_args(argv)
+    to = Path(args.to or REPO_ROOT / "reports" / args.profile / "store")
+    done = publish(results_root(args.results_dir, args.profile), to)
+    size = sum(f.stat().st_size for f in to.rglob("*") if f.is_file())
+    print(f"published {len(done)} runs to {to} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

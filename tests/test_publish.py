@@ -1,0 +1,56 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from kd_helpers.experiment import distill, train_teacher
+from kd_helpers.publish import publish
+from kd_helpers.results import DamagedRun, load_predictions, load_results, run_dir
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("src")
+    train_teacher("mnist5k", "smoke", results_dir=root, progress=False)
+    distill("kd", "mnist5k", "smoke", seeds=[0, 1], results_dir=root, progress=False)
+    return root
+
+
+def test_published_store_reads_like_the_original_and_is_compact(store, tmp_path):
+    out = tmp_path / "pub"
+    assert len(publish(store, out)) == 3
+    a, b = load_results(store), load_results(out)
+    cols = ["dataset", "run", "seed", "test_acc", "test_errors", "params", "train_s", "precision"]
+    assert a[cols].sort_values(["run", "seed"]).to_numpy().tolist() == b[cols].sort_values(["run", "seed"]).to_numpy().tolist()
+    for r in a.itertuples():
+        p, q = load_predictions(r.dir), load_predictions(out / "mnist5k" / r.run / f"seed_{r.seed}")
+        assert q["logits"].dtype == np.float16 and (p["logits"].argmax(1) == q["logits"].argmax(1)).all()
+    assert (run_dir(out, "mnist5k", "teacher", 0) / "model.pt").exists()       # teachers keep their weights
+    assert not (run_dir(out, "mnist5k", "kd", 0) / "model.pt").exists()        # students do not
+    size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    assert size(out) < 0.5 * size(store)
+    manifest = json.loads((run_dir(out, "mnist5k", "kd", 1) / "manifest.json").read_text())
+    assert manifest["published_from"]["model.pt"]["sha256"]    # the original's identity is kept
+
+
+def test_a_published_run_is_reused_not_retrained(store, tmp_path, monkeypatch):
+    from kd_helpers import experiment
+    out = tmp_path / "pub"
+    publish(store, out)
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a published run"))
+    r = distill("kd", "mnist5k", "smoke", seeds=[1], results_dir=out, progress=False)[0]
+    assert r["metrics"]["test_acc"] == load_results(store).query("run == 'kd' and seed == 1").test_acc.item()
+
+
+def test_republishing_is_idempotent_and_a_damaged_run_is_not_published(store, tmp_path):
+    out = tmp_path / "pub"
+    publish(store, out)
+    stamp = (run_dir(out, "mnist5k", "kd", 0) / "predictions.npz").stat().st_mtime_ns
+    publish(store, out)
+    assert (run_dir(out, "mnist5k", "kd", 0) / "predictions.npz").stat().st_mtime_ns == stamp
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    (run_dir(copy, "mnist5k", "kd", 0) / "history.csv").write_text("epoch\n1\n")
+    with pytest.raises(DamagedRun, match="history.csv"):
+        publish(copy, tmp_path / "other")
