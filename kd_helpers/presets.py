@@ -68,6 +68,8 @@ VARIANTS = {
     "fitnet_baseline": Variant("ce", "fitnet"),
     "fitnets": Variant("fitnets", "fitnet"),
     "fitnets_1stage": Variant("fitnets", "fitnet", {"stage1_frac": 0.0, "beta": 1.0}),
+    # the reference study's RKD row: distance term only, weight 100 (the paper's is 25 + angle 50)
+    "rkd_ref": Variant("rkd", "student", {"w_d": 100.0, "w_a": 0.0}),
 }
 
 

@@ -350,3 +350,14 @@ def test_rkd_angle_ignores_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = angle_loss(s, t)
     assert float(got) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_rkd_ref_is_the_reference_studys_distance_only_rkd():
+    from kd_helpers.experiment import spec_for
+    spec = spec_for("rkd_ref", "mnist5k", "smoke")
+    assert spec.method == "rkd" and spec.run == "rkd_ref" and (spec.loss["w_d"], spec.loss["w_a"]) == (100.0, 0.0)
+    loss = build_loss("rkd", vec_pair(), **spec.loss)
+    s, t = torch.randn(6, 3), torch.randn(6, 5)
+    terms = loss((torch.randn(6, 3), [s, s]), (torch.randn(6, 3), [t, t]), torch.zeros(6, dtype=torch.long))
+    assert terms["rkd_a"].item() == 0.0
+    assert math.isclose(terms["rkd_d"].item(), 100 * pairwise_distance_loss(s, t).item(), rel_tol=1e-12)

@@ -66,4 +66,5 @@ class RKD(DistillLoss):
         m = self.angle_samples
         return {"ce": F.cross_entropy(s_out[0], y),
                 "rkd_d": self.w_d * pairwise_distance_loss(s, t),
-                "rkd_a": self.w_a * angle_loss(s[:m], t[:m])}
+                # the O(N^3) angle term is skipped when it has no weight (the distance-only variant)
+                "rkd_a": self.w_a * angle_loss(s[:m], t[:m]) if self.w_a else s.new_zeros(())}
