@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROFILE ?= quick
 JOBS   ?= 2
 
-.PHONY: study test bench report publish clean-results
+.PHONY: study test bench report publish lab clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,3 +28,7 @@ report: $(VENV)/.installed  ## rewrite the README results table from the results
 
 publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$(PROFILE)/store (committed for paper)
 	$(PY) -m kd_helpers.publish --profile $(PROFILE)
+
+lab: $(VENV)/.installed     ## explore the notebooks in JupyterLab with the project's environment
+	$(PY) -m ipykernel install --user --name kd-study --display-name "kd-study (.venv)"
+	$(PY) -m jupyterlab --notebook-dir=notebooks
