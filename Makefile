@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PROFILE ?= quick
 JOBS   ?= 2
 
-.PHONY: study test bench report publish lab clean-results
+.PHONY: study test bench report publish lab html clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -32,3 +32,6 @@ publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$
 lab: $(VENV)/.installed     ## explore the notebooks in JupyterLab with the project's environment
 	$(PY) -m ipykernel install --user --name kd-study --display-name "kd-study (.venv)"
 	$(PY) -m jupyterlab --notebook-dir=notebooks
+
+html: $(VENV)/.installed    ## HTML edition of reports/$(PROFILE) (index + one page per executed notebook)
+	$(PY) -m kd_helpers.html_report --profile $(PROFILE)

@@ -126,3 +126,54 @@ def describe(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
             f"worse on {r.mcnemar_worse} of {r.seeds} seed(s). Training cost: {r.time_ratio:.2f}x the baseline's "
             f"time, {r.flops_ratio:.2f}x its FLOPs.{reference_sentence(dataset, r.run, r.acc)}")
     return "\n".join(out)
+
+
+def pareto_front(g: pd.DataFrame, cost: str) -> list[str]:
+    """Runs no other run beats on both accuracy (higher) and ``cost`` (lower), cheapest first."""
+    agg = g.groupby("run").agg(acc=("test_acc", "mean"), cost=(cost, "mean")).sort_values(["cost", "acc"],
+                                                                                          ascending=[True, False])
+    front, best = [], -1.0
+    for run, r in agg.iterrows():
+        if r.acc > best:
+            front.append(run)
+            best = r.acc
+    return front
+
+
+def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The report's opening: per dataset, which methods beat their baseline (with the evidence
+    and effect sizes), the accuracy/size and accuracy/latency trade-off, the distance to the
+    reference study, and what the runs cost. Generated from ``df``; nothing typed by hand."""
+    df = df[~df.run.str.startswith(("prune_", "ablation_"))]
+    parts = []
+    for ds in sorted(df.dataset.unique()):
+        g = df[df.dataset == ds]
+        runs = [r for r in g.run.unique() if r != "teacher"]
+        vs = versus_baselines(g, runs, alpha)
+        seeds = int(g.groupby("run").seed.nunique().max())
+        acc = g.groupby("run").test_acc.mean()
+        head = f"### {ds}\n{seeds} seed(s) per run; test accuracy of each run's best-validation epoch."
+        if "teacher" in acc and "baseline" in acc:
+            head += f" Teacher {100 * acc['teacher']:.2f}%, no-KD student {100 * acc['baseline']:.2f}%."
+        lines = [head]
+        if not vs.empty:
+            for verdict, word in (("better", "Beat their no-KD baseline"), ("worse", "Worse than their baseline"),
+                                  ("no significant difference", "No significant difference")):
+                sel = vs[vs.verdict == verdict].sort_values("diff", ascending=False)
+                items = ", ".join(f"**{r.run}** ({100 * r.diff:+.2f} points, 95% CI over seeds "
+                                  f"[{100 * r.diff_ci_low:+.2f}, {100 * r.diff_ci_high:+.2f}])" if r.seeds > 1
+                                  else f"**{r.run}** ({100 * r.diff:+.2f} points)" for r in sel.itertuples())
+                lines.append(f"- {word} (McNemar per seed, Holm over {int(vs.mcnemar_tests.iloc[0])} tests, "
+                             f"alpha={alpha}): {items or 'none'}.")
+        for cost, label in (("params", "parameters"), ("latency_ms", "single-image CPU latency")):
+            if cost in g:
+                lines.append(f"- Best accuracy for its {label} (Pareto front, cheapest first): "
+                             + ", ".join(f"{r} ({100 * acc[r]:.2f}%)" for r in pareto_front(g, cost)) + ".")
+        refs = [f"{r} {100 * acc[r]:.2f}% vs {REFERENCE[ds][r][0]:.2f}%" for r in REFERENCE.get(ds, {}) if r in acc]
+        if refs:
+            lines.append("- Against the reference study's table (this study vs reference): " + "; ".join(refs) + ".")
+        hours = g.train_s.sum() / 3600 if "train_s" in g else float("nan")
+        lines.append(f"- Compute: {len(g)} runs, {hours:.2f} h of training in total, "
+                     f"{g.train_flops.sum():.2e} training FLOPs ({', '.join(sorted(set(g.precision.astype(str))))}).")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) if parts else "No finished runs."

@@ -80,16 +80,35 @@ def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI
     return fig
 
 
+def _si(v, _pos=None) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:g}{suffix}"
+    return f"{v:g}"
+
+
 def pareto(df: pd.DataFrame, x: str = "params", title: str | None = None, teacher_run: str = "teacher"):
-    """Accuracy against size or latency, one point per run (mean over seeds); the teacher is starred."""
-    agg = df.groupby("run", as_index=False).agg(test_acc=("test_acc", "mean"), **{x: (x, "mean")})
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for r in agg.itertuples():
+    """Accuracy against size or latency, one point per run (mean over seeds); the teacher is starred.
+
+    Log x-axis with ticks at 1-2-5 steps; labels alternate above and below their points (sorted
+    by x) so neighbours do not overlap."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    agg = (df.groupby("run", as_index=False).agg(test_acc=("test_acc", "mean"), **{x: (x, "mean")})
+           .sort_values(x).reset_index(drop=True))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, r in agg.iterrows():
         is_t = r.run == teacher_run
-        ax.scatter(getattr(r, x), r.test_acc, marker="*" if is_t else "o", s=160 if is_t else 40,
-                   color="crimson" if is_t else None)
-        ax.annotate(r.run, (getattr(r, x), r.test_acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.scatter(r[x], r.test_acc, marker="*" if is_t else "o", s=160 if is_t else 40,
+                   color="crimson" if is_t else "C0", zorder=3)
+        ax.annotate(r.run, (r[x], r.test_acc), fontsize=7, textcoords="offset points",
+                    xytext=(4, 6 if i % 2 == 0 else -11), zorder=4)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_locator(LogLocator(subs="auto"))
+    ax.xaxis.set_major_formatter(FuncFormatter(_si))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+    lo, hi = agg[x].min(), agg[x].max()
+    ax.set_xlim(lo / 1.3, hi * 1.3)
     ax.set_xlabel(x)
     ax.set_ylabel("test accuracy")
     ax.set_title(title or f"accuracy vs {x}")

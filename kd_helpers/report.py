@@ -48,8 +48,8 @@ def results_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
                "_acc": m}
         if vs is not None:
             v = verdicts.loc[run] if run in getattr(verdicts, "index", []) else None
-            row["vs baseline"] = "" if v is None else (
-                f"{_MARK[v.verdict]} ({v.baseline}; McNemar Holm p ≤ {v.mcnemar_p_holm_max:.2g})")
+            base = "" if v is None or v.baseline == "baseline" else f" vs {v.baseline}"
+            row["vs baseline"] = "" if v is None else f"{_MARK[v.verdict]}{base}, p≤{v.mcnemar_p_holm_max:.2g}"
         if ref:
             row["Reference"] = f"{ref[run][0]:.2f}" if run in ref else ""
         rows.append(row)

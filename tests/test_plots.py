@@ -23,3 +23,12 @@ def test_save_writes_files_and_echoes_no_path(tmp_path):
                                               {"run": "a", "seed": 0, "epoch": 2, "val_acc": 0.6}]))
     assert plots.save(fig, "x", tmp_path) is None
     assert (tmp_path / "x.png").stat().st_size > 0 and (tmp_path / "x.svg").exists()
+
+
+def test_pareto_log_axis_has_readable_ticks():
+    df = pd.DataFrame({"run": ["teacher", "a", "b", "c"], "seed": 0, "test_acc": [0.99, 0.97, 0.95, 0.96],
+                       "params": [2.4e6, 1.3e6, 8.5e4, 5.1e5]})
+    fig = plots.pareto(df, "params")
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert len(labels) >= 3 and "1M" in labels and "100k" in labels   # 1-2-5 steps, SI suffixes

@@ -1,0 +1,36 @@
+"""The HTML edition: an index in study order linking every executed notebook, images embedded,
+no machine path and no traceback on any page; the report opens with its findings."""
+import re
+
+import pytest
+
+from kd_helpers.experiment import distill, train_teacher
+from kd_helpers.html_report import render
+from kd_helpers.study import run_study
+from kd_helpers.util import REPO_ROOT
+
+pytestmark = pytest.mark.notebook
+
+
+def test_html_edition_of_the_smoke_report(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    train_teacher("mnist5k", "smoke", results_dir=store, progress=False)
+    for name in ("baseline", "kd", "dist"):
+        distill(name, "mnist5k", "smoke", seeds=[0, 1], results_dir=store, progress=False)
+    monkeypatch.setenv("KD_RESULTS_DIR", str(store))   # not a notebook parameter: no path in the notebooks
+    reports = tmp_path / "reports"
+    run_study("smoke", datasets=["mnist5k"], seeds=[0, 1], reports_dir=str(reports),
+              only=["00_data", "03_vanilla_kd", "30_statistics", "31_report"], log=lambda *_: None)
+    index = render("smoke", reports)
+    links = re.findall(r'href="([^"]+)"', index.read_text())
+    assert links == ["mnist5k/00_data.html", "mnist5k/03_vanilla_kd.html", "30_statistics.html", "31_report.html"]
+    for link in links:
+        page = (index.parent / link).read_text()
+        for leak in (str(tmp_path), str(REPO_ROOT), "/root/", "/home/"):
+            assert leak not in page, (link, leak)
+        assert "Traceback" not in page, link
+    report = (index.parent / "31_report.html").read_text()
+    assert "data:image/png;base64" in report
+    text = re.sub(r"<[^>]+>", " ", report)
+    assert text.index("Findings") < text.index("Learning curves")   # findings before the details
+    assert "Beat their no-KD baseline" in text and "Compute:" in text
