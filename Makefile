@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 JOBS   ?= 2
+LAB_FLAGS ?=        # e.g. --allow-root --no-browser on a server
 
 .PHONY: study test bench report publish lab html clean-results
 
@@ -31,7 +32,7 @@ publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$
 
 lab: $(VENV)/.installed     ## explore the notebooks in JupyterLab with the project's environment
 	$(PY) -m ipykernel install --user --name kd-study --display-name "kd-study (.venv)"
-	$(PY) -m jupyterlab --notebook-dir=notebooks
+	$(PY) -m jupyterlab --notebook-dir=notebooks $(LAB_FLAGS)
 
 html: $(VENV)/.installed    ## HTML edition of reports/$(PROFILE) (index + one page per executed notebook)
 	$(PY) -m kd_helpers.html_report --profile $(PROFILE)
