@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import pandas as pd
 
-from .experiment import distill, run, spec_for
+from .experiment import run, spec_for
+from .findings import reference_sentence
 from .presets import family
-from .results import load_results
 
 # family -> rows (label, role, changes); changes: a model name and/or TrainConfig fields.
 # An empty change is the study's own run, reused from the store.
@@ -50,19 +50,15 @@ def protocol_ablation(dataset: str, profile: str = "quick", seeds=(0,), *, resul
     """Train (or reuse) every row of the dataset family's grid; one row per protocol, mean over seeds."""
     rows = []
     for label, role, changes in GRID[family(dataset)]:
-        if not changes:
-            runs = distill(role, dataset, profile, seeds, results_dir=results_dir, data_dir=data_dir, progress=progress)
-        else:
-            train = {k: v for k, v in changes.items() if k != "model"}
-            runs = []
-            for s in seeds:
-                spec = spec_for(role, dataset, profile, s, model=changes.get("model"), **train)
-                runs.append(run(replace(spec, run=f"ablation_{role}__{_slug(changes)}"), results_dir, data_dir,
-                                profile=profile, progress=progress))
-        for r in runs:
+        train = {k: v for k, v in changes.items() if k != "model"}
+        for s in seeds:
+            spec = spec_for(role, dataset, profile, s, model=changes.get("model"), **train)
+            if changes:   # a run of its own; the study's protocol is the study's own run, reused
+                spec = replace(spec, run=f"ablation_{role}__{_slug(changes)}")
+            r = run(spec, results_dir, data_dir, profile=profile, progress=progress)
             m = r["metrics"]
-            rows.append({"protocol": label, "role": role, "run": r["config"]["run"], "seed": r["config"]["seed"],
-                         "model": r["config"]["model"], "val_acc": m["val_acc"], "test_acc": m["test_acc"],
+            rows.append({"protocol": label, "role": role, "run": spec.run, "seed": s, "model": spec.model,
+                         "val_acc": m["val_acc"], "test_acc": m["test_acc"],
                          "test_acc_last_epoch": m["test_acc_last_epoch"], "selected_epoch": m["selected_epoch"],
                          "precision": m["precision"], "train_s": m["train_s"], "study": not changes})
     df = pd.DataFrame(rows)
@@ -79,7 +75,6 @@ def protocol_ablation(dataset: str, profile: str = "quick", seeds=(0,), *, resul
 def describe(table: pd.DataFrame, dataset: str) -> str:
     """The ablation's verdict in words: what validation chose, whether it is the study's protocol,
     and how far the study's runs are from the reference study's numbers."""
-    from .findings import REFERENCE
     lines = []
     for role, g in table.groupby("role", sort=False):
         best, ours, ref_row = g[g["best on validation"]].iloc[0], g[g.study].iloc[0], g.iloc[0]
@@ -90,15 +85,6 @@ def describe(table: pd.DataFrame, dataset: str) -> str:
             f"Its test accuracy is {100 * best.test_acc:.2f}% (best-validation epoch) and "
             f"{100 * best.test_acc_last_epoch:.2f}% at the last epoch; the reference protocol row gives "
             f"{100 * ref_row.test_acc:.2f}%.")
-        ref = REFERENCE.get(dataset, {}).get(role)
-        if ref is not None:
-            gap = 100 * ours.test_acc - ref[0]
-            lines[-1] += (f" The reference study reports {ref[0]:.2f}%; the study's {who} is "
-                          f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} it.")
+        lines[-1] += reference_sentence(dataset, role, ours.test_acc)
     return "\n".join(lines)
 
-
-def load(results_dir=None, profile: str = "quick") -> pd.DataFrame:
-    """Every ablation run in a store (for the report)."""
-    df = load_results(results_dir, profile)
-    return df[df.run.str.startswith("ablation_")] if len(df) else df

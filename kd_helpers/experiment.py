@@ -130,8 +130,9 @@ def _save_model(model, path, arch, in_shape, num_classes):
                        "num_classes": num_classes}, path)
 
 
-def _reuse(out: Path, config: dict, log=print) -> dict:
-    """The finished run in ``out`` if it was trained with ``config`` (up to execution-only settings)."""
+def _reuse(out: Path, config: dict) -> dict:
+    """The finished run in ``out`` (already checked against its manifest) if it was trained with
+    ``config`` (up to execution-only settings)."""
     diff = [d for d in _diff(read_json(out / "config.json"), config) if d[0] not in EXECUTION_ONLY]
     blocking = [d for d in diff if d[0] not in REUSED_ACROSS]
     if blocking:
@@ -141,7 +142,7 @@ def _reuse(out: Path, config: dict, log=print) -> dict:
     for k, a, b in diff:
         warnings.warn(f"Reusing {out} trained with {k}={a!r} (this machine would use {b!r}); "
                       f"its numbers are reported as {a}-trained.", stacklevel=3)
-    return load_run(out)
+    return load_run(out, verify=False)
 
 
 def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, progress: bool = True,
@@ -218,7 +219,7 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     save_run(out, config=config, env=environment(), history=history, labels=y.numpy(),
              logits=logits.numpy(), extra_logits={k: z.numpy() for k, z in extras.items()}, metrics=metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)
-    return _announce(load_run(out), root, trained=True)
+    return _announce(load_run(out, verify=False), root, trained=True)   # just written
 
 
 LOG = "train.log"

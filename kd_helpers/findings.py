@@ -34,7 +34,12 @@ def baseline_for(df: pd.DataFrame, run: str) -> str | None:
 def versus_baselines(df: pd.DataFrame, runs, alpha: float = 0.05) -> pd.DataFrame:
     """One row per run in ``runs`` that has a baseline: accuracies, the per-seed differences with
     a paired t-test, McNemar on every seed both have, Holm over the family, and costs."""
-    rows, mc_p, mc_where = [], [], []
+    rows, mc_p, mc_where, preds = [], [], [], {}
+
+    def predictions(d):   # a baseline serves every run of its network: read its file once
+        if d not in preds:
+            preds[d] = load_predictions(d)
+        return preds[d]
     for run in runs:
         base = baseline_for(df, run)
         if base is None:
@@ -51,7 +56,7 @@ def versus_baselines(df: pd.DataFrame, runs, alpha: float = 0.05) -> pd.DataFram
                "flops_ratio": a.train_flops[seeds].mean() / b.train_flops[seeds].mean(),
                "precision": ", ".join(sorted(set(a.precision[seeds].astype(str))))}
         for s in seeds:
-            pa, pb = load_predictions(a.dir[s]), load_predictions(b.dir[s])
+            pa, pb = predictions(a.dir[s]), predictions(b.dir[s])
             m = stats.mcnemar_test(pa["labels"], pa["logits"].argmax(1), pb["logits"].argmax(1))
             mc_p.append(m["p"])
             mc_where.append((len(rows), (m["b"] - m["c"]) > 0))

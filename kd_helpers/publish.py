@@ -11,14 +11,14 @@ compact copy is checked like any run; ``published_from`` in it names the origina
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .results import MANIFEST, _atomic, finished_runs, read_json, results_root, verify_run
-from .util import REPO_ROOT, atomic_write_json, sha256
+from .results import (MANIFEST, finished_runs, load_predictions, read_json, results_root, verify_run, write_manifest,
+                      write_npz)
+from .util import REPO_ROOT
 
 KEEP = ("config.json", "env.json", "metrics.json", "history.csv")
 OPTIONAL = ("train.log",)
@@ -36,17 +36,10 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
     for f in KEEP + OPTIONAL + (("model.pt",) if keep_weights else ()):
         if (src / f).exists():
             shutil.copyfile(src / f, dst / f)
-    with np.load(src / "predictions.npz") as z:
-        arrays = {k: (z[k].astype(np.float16) if k == "logits" or k.startswith("extra_") else z[k]) for k in z.files}
-
-    def write(f):
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        f.write(buf.getvalue())
-    _atomic(dst / "predictions.npz", write)
-    files = [f for f in KEEP + ("predictions.npz", "model.pt") if (dst / f).exists()]
-    atomic_write_json(dst / MANIFEST, {**{f: {"bytes": (dst / f).stat().st_size, "sha256": sha256(dst / f)}
-                                          for f in files}, "published_from": manifest})
+    arrays = load_predictions(src)
+    write_npz(dst / "predictions.npz", {k: v.astype(np.float16) if k == "logits" or k.startswith("extra_") else v
+                                        for k, v in arrays.items()})
+    write_manifest(dst, published_from=manifest)
 
 
 def publish(results_dir, to, teachers=("teacher",)) -> list[Path]:

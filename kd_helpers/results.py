@@ -49,10 +49,20 @@ def is_finished(path) -> bool:
     return (Path(path) / MANIFEST).exists()
 
 
-def write_manifest(path) -> None:
+def write_manifest(path, **extra) -> None:
+    """Size and sha256 of every run file present, plus ``extra`` entries; written last."""
     path = Path(path)
-    atomic_write_json(path / MANIFEST, {f: {"bytes": (path / f).stat().st_size, "sha256": sha256(path / f)}
-                                        for f in RUN_FILES if (path / f).exists()})
+    atomic_write_json(path / MANIFEST, {**{f: {"bytes": (path / f).stat().st_size, "sha256": sha256(path / f)}
+                                           for f in RUN_FILES if (path / f).exists()}, **extra})
+
+
+def write_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    """A compressed ``.npz``, written atomically."""
+    def write(f):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        f.write(buf.getvalue())
+    _atomic(path, write)
 
 
 def check_run(path, files=RUN_FILES) -> list[str]:
@@ -89,12 +99,8 @@ def save_run(path, *, config: dict, env: dict, history: list[dict], labels: np.n
     atomic_write_json(path / "config.json", config)
     atomic_write_json(path / "env.json", env)
     atomic_write_text(path / "history.csv", pd.DataFrame(history).to_csv(index=False))
-
-    def write_npz(f):
-        buf = io.BytesIO()
-        np.savez_compressed(buf, labels=labels, logits=logits, **{f"extra_{k}": v for k, v in extra_logits.items()})
-        f.write(buf.getvalue())
-    _atomic(path / "predictions.npz", write_npz)
+    write_npz(path / "predictions.npz", {"labels": labels, "logits": logits,
+                                         **{f"extra_{k}": v for k, v in extra_logits.items()}})
     atomic_write_json(path / "metrics.json", metrics)
     write_manifest(path)  # last: marks the run as finished
 

@@ -201,21 +201,3 @@ def versus_reference(y, preds: dict[str, np.ndarray], reference: str, alpha: flo
     if len(df):
         df["p_holm"], df["significant"] = holm(df.p, alpha)
     return df
-
-
-def interpret(vs: pd.DataFrame, alpha: float = 0.05) -> str:
-    """Plain-language summary of ``versus_reference`` output (written from the numbers)."""
-    if vs.empty:
-        return "No runs to compare."
-    ref = vs.vs.iloc[0]
-    better = vs[vs.significant & (vs.acc_diff > 0)].run.tolist()
-    worse = vs[vs.significant & (vs.acc_diff < 0)].run.tolist()
-    same = vs[~vs.significant].run.tolist()
-    lines = [f"Against **{ref}** (McNemar, Holm-adjusted over {len(vs)} comparisons, alpha={alpha}):"]
-    lines.append(f"- significantly better: {', '.join(better) if better else 'none'}")
-    lines.append(f"- significantly worse: {', '.join(worse) if worse else 'none'}")
-    lines.append(f"- no significant difference: {', '.join(same) if same else 'none'}")
-    best = vs.loc[vs.acc_diff.idxmax()]
-    lines.append(f"- largest gain: {best.run}, {100 * best.acc_diff:+.2f} points "
-                 f"(95% bootstrap CI {100 * best.diff_ci_low:+.2f} to {100 * best.diff_ci_high:+.2f})")
-    return "\n".join(lines)
