@@ -26,6 +26,10 @@ import torch
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
+class DatasetTooLarge(MemoryError):
+    """The dataset would not fit in memory as uint8 tensors."""
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is neither on disk nor downloadable; the message says how to provide it."""
 
@@ -293,7 +297,6 @@ def _load_imagefolder(path: str, size: int = 32):
     class, but a test class the training tree does not have is an error that names it (it
     would otherwise shift every label after it)."""
     from torchvision.datasets import ImageFolder
-    from torchvision.transforms.functional import pil_to_tensor, resize
     root = Path(path)
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
@@ -301,16 +304,63 @@ def _load_imagefolder(path: str, size: int = 32):
                                    f"(or {root}/val/<class>/*).")
     train = ImageFolder(str(root / "train"))
     test = ImageFolder(str(test_dir))
+    fits_in_memory(f"imagefolder{size if size != 32 else ''}:{root}", len(train) + len(test), 3 * size * size,
+                   f"a smaller size (imagefolder64:{root}) or a subset of the tree")
     extra = sorted(set(test.classes) - set(train.classes))
     if extra:
         raise DatasetDamagedError(f"{test_dir} has class folder(s) {', '.join(extra)} that {root / 'train'} lacks: a "
                                   f"model cannot learn them. Remove them from {test_dir.name}/ or add them to train/.")
     relabel = np.asarray([train.class_to_idx[c] for c in test.classes])
-    out = []
-    for ds, targets in ((train, np.asarray(train.targets)), (test, relabel[np.asarray(test.targets, dtype=int)])):
-        xs = [resize(pil_to_tensor(ds.loader(p).convert("RGB")), [size, size], antialias=True) for p, _ in ds.samples]
-        out += [torch.stack(xs).numpy(), targets]
-    return (*out, str(root)), train.classes
+    xtr, xte = (_read_images([p for p, _ in ds.samples], size) for ds in (train, test))
+    return (xtr, np.asarray(train.targets), xte, relabel[np.asarray(test.targets, dtype=int)], str(root)), train.classes
+
+
+def _read_images(paths, size: int) -> np.ndarray:
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor, resize
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as f:
+            img = pil_to_tensor(f.convert("RGB"))
+        out[i] = (img if img.shape[1:] == (size, size) else resize(img, [size, size], antialias=True)).numpy()
+    return out
+
+
+def fits_in_memory(name: str, n_images: int, bytes_per_image: int, smaller: str, share: float = 0.5) -> None:
+    """Datasets are held in memory as uint8 tensors: refuse one that would take more than
+    ``share`` of this machine's memory, saying how large it is and what to do instead."""
+    need = n_images * bytes_per_image
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > share * total:
+        raise DatasetTooLarge(f"{name}: {n_images:,} images x {bytes_per_image:,} bytes = {need / 1e9:.1f} GB as uint8, "
+                              f"more than {share:.0%} of this machine's {total / 1e9:.1f} GB of memory. kd-study holds "
+                              f"datasets in memory (no streaming loader): use {smaller}, or a machine with more memory.")
+
+
+def _load_tinyimagenet(root, download):
+    """Tiny-ImageNet-200 in its official layout (``tiny-imagenet-200/``): ``train/<wnid>/images/*.JPEG``,
+    ``val/images/*`` labelled by ``val/val_annotations.txt``; the labelled val split is the test set."""
+    base = Path(root) / "tiny-imagenet-200"
+    ann = base / "val" / "val_annotations.txt"
+    if not (base / "train").is_dir() or not ann.exists():
+        raise DatasetNotFoundError(f"Tiny-ImageNet not found: need {base}/train/<wnid>/images/*.JPEG and {ann}. "
+                                   f"Unzip http://cs231n.stanford.edu/tiny-imagenet-200.zip into {root} (or set KD_DATA_DIR).")
+    wnids = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
+    index = {w: i for i, w in enumerate(wnids)}
+    train = [(p, index[w]) for w in wnids for p in sorted((base / "train" / w / "images").glob("*.JPEG"))]
+    test = []
+    for line in ann.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2 or parts[1] not in index:
+            raise DatasetDamagedError(f"{ann}: line {line!r} names no class of {base / 'train'} (expected "
+                                      f"'<file>\\t<wnid>\\t...'). Re-extract the archive.")
+        test.append((base / "val" / "images" / parts[0], index[parts[1]]))
+    missing = [str(p) for p, _ in test if not p.exists()][:3]
+    if missing:
+        raise DatasetDamagedError(f"{ann} lists images that are not there, e.g. {', '.join(missing)}. Re-extract the archive.")
+    fits_in_memory("tinyimagenet", len(train) + len(test), 3 * 64 * 64, "a subset of the tree as imagefolder:<path>")
+    return (_read_images([p for p, _ in train], 64), np.asarray([y for _, y in train]),
+            _read_images([p for p, _ in test], 64), np.asarray([y for _, y in test]), str(base)), wnids
 
 
 def _stratified_mask(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -349,22 +399,36 @@ DATASETS: dict[str, _Spec] = {
                       mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
 }
 
+DATASET_NAMES = (*DATASETS, "tinyimagenet")   # + imagefolder[<size>]:<path>
+
 _CACHE: dict = {}
+
+
+def data_name(name: str) -> str:
+    """The dataset a study name reads: ``cifar100@wrn_40_2-wrn_16_2`` (a teacher-student pair's
+    study, see ``presets.PAIRS``) reads ``cifar100``."""
+    return name.rpartition("@")[0] if "@" in name and not name.startswith("imagefolder") else name
 
 
 def _raw(name: str, data_dir=None, download: bool = True):
     """The dataset's raw arrays and its spec, read once per process (splits are cheap views)."""
+    name = data_name(name)
     root = default_data_dir(data_dir)
     key = (name, str(root.resolve()))
     if key not in _CACHE:
-        if name.startswith("imagefolder:"):
-            raw, classes = _load_imagefolder(name.split(":", 1)[1])
+        if name.startswith("imagefolder"):
+            size, _, path = name.partition(":")
+            raw, classes = _load_imagefolder(path, int(size[len("imagefolder"):] or 32))
+            spec = _Spec(None, classes, augment=True)
+        elif name == "tinyimagenet":
+            raw, classes = _load_tinyimagenet(root, download)
             spec = _Spec(None, classes, augment=True)
         elif name in DATASETS:
             spec = DATASETS[name]
             raw = spec.loader(root, download)
         else:
-            raise ValueError(f"Unknown dataset '{name}'. Available: {', '.join(DATASETS)}, imagefolder:<path>")
+            raise ValueError(f"Unknown dataset '{name}'. Available: {', '.join(DATASET_NAMES)}, imagefolder:<path> "
+                             f"(32x32) or imagefolder<size>:<path>, e.g. imagefolder224:/data/imagenet")
         _CACHE[key] = (raw, spec)
     return _CACHE[key]
 
@@ -400,11 +464,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, config: D
     y = {"train": ytr[train_idx], "val": ytr[val_idx], "test": yte[test_idx]}
     mean, std = spec.mean, spec.std
     if mean is None:  # statistics of the training split only: the test set is never looked at
-        xf = x["train"].float() / 255
+        # float64: a float32 reduction's last bits depend on the thread count, and so would every run
+        xf = x["train"].double() / 255
         mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
         std = tuple(xf.std(dim=(0, 2, 3)).tolist())
     return Dataset(name, x, y, tuple(mean), tuple(std), spec.classes, augment=spec.augment, source=source)
 
 
-__all__ = ["DataConfig", "Dataset", "DatasetDamagedError", "DatasetNotFoundError", "DATASETS", "load_dataset", "resolve_data_config",
+__all__ = ["DataConfig", "Dataset", "DatasetDamagedError", "DatasetNotFoundError", "DatasetTooLarge", "DATASETS",
+           "DATASET_NAMES", "data_name", "fits_in_memory", "load_dataset", "resolve_data_config",
            "crop_flip"]

@@ -21,13 +21,14 @@ from torch import nn
 
 from . import evaluate
 from .data import DataConfig, Dataset, default_augment, load_dataset, resolve_data_config
+from .lock import RunLock
 from .losses import build_loss, describe_pair, hparams, loss_class
 from .models import create_model, is_resized, load_resized
 from .presets import preset, variant
 from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, read_json, results_root, run_dir,
                       save_run)
 from .train import TrainConfig, fit, predict, read_checkpoint, seed_everything
-from .util import atomic_torch_save, environment, resolve_precision
+from .util import atomic_torch_save, environment, resolve_precision, setup_threads
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,13 @@ class Start:
     finish: Callable[[nn.Module], dict] = lambda model: {}
 
 
+def json_roundtrip(obj):
+    """What ``obj`` looks like after a trip through config.json (tuples become lists, etc.)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+_DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig())})
+
 # settings that change how fast a run trains or is evaluated, not what it learns: a finished
 # run is reused whatever they were
 EXECUTION_ONLY = {"train.eval_batch_size", "train.channels_last", "train.fused_optimizer", "train.compile"}
@@ -84,12 +92,17 @@ class TeacherMismatch(RuntimeError):
     """The teacher in the store was not trained for this student (dataset, split or profile)."""
 
 
-def _diff(old: dict, new: dict, prefix="") -> list[tuple[str, object, object]]:
+def _diff(old: dict, new: dict, prefix="", defaults: dict | None = None) -> list[tuple[str, object, object]]:
+    """Differences between two configs. A setting added to the code after ``old`` was written
+    is no difference while it keeps its default (the behaviour ``old`` was trained with)."""
+    defaults = _DEFAULTS if defaults is None else defaults
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{k}.")
+            out += _diff(a, b, f"{prefix}{k}.", defaults.get(k) if isinstance(defaults.get(k), dict) else {})
+        elif k not in old and k in defaults and defaults[k] == b:
+            continue
         elif a != b:
             out.append((f"{prefix}{k}", a, b))
     return out
@@ -146,12 +159,15 @@ def _reuse(out: Path, config: dict) -> dict:
 
 
 def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, progress: bool = True,
-        profile: str | None = None, start: Start | None = None) -> dict:
+        profile: str | None = None, start: Start | None = None, wait: bool = True) -> dict:
     """Train, evaluate and store one run; return ``load_run`` of its directory.
 
     A finished run with the same config is returned as is. A finished run with a different
     config is never overwritten silently: pass ``force=True`` or use another results dir.
+    While another process trains the same run, ``run`` waits for it and reuses its result
+    (``wait=False``: raise ``lock.Busy`` instead).
     """
+    setup_threads()   # before the data is loaded: everything a run computes uses the same threads
     if start is not None:
         spec = replace(spec, start=start.record)
     spec = spec.resolved(data_dir)
@@ -162,23 +178,45 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
         spec = replace(spec, teacher_id=teacher_id)
     out = run_dir(root, spec.dataset, spec.run, spec.seed)
     config = json_roundtrip(asdict(spec))
-    if is_finished(out) and not force:
-        problems = check_run(out)
-        if not problems:
-            return _announce(_reuse(out, config), root, trained=False)
-        if spec.run == "teacher":
-            raise DamagedRun(out, problems + [f"a damaged teacher is not retrained automatically (its students depend "
-                                              f"on it): delete {out} and rerun notebooks/01_teacher; the students "
-                                              f"then retrain too, since each records its teacher's weights hash"])
-        warnings.warn(f"Run {out} is damaged ({'; '.join(problems)}); retraining it.", stacklevel=2)
-        shutil.rmtree(out)
+    if not force and (done := _finished(out, config, root, spec)):
+        return done
     if spec.start and start is None:
         raise ValueError(f"Run '{spec.run}' starts from {spec.start}: pass the matching Start "
                          f"(e.g. through kd_helpers.prune_sweep), not only its record.")
-    if force and out.exists():
-        shutil.rmtree(out)
-    _check_resume(out / "checkpoint.pt", config)
+    # one trainer per run, whichever process (worker, notebook, SLURM task) asks
+    with RunLock(lock_path(out), wait=wait):
+        if not force and (done := _finished(out, config, root, spec)):   # finished while we waited
+            return done
+        if force and out.exists():
+            shutil.rmtree(out)
+        return _train(spec, out, config, root, teacher_dir, data_dir, progress, start)
 
+
+def lock_path(out: Path) -> Path:
+    """The lock of run directory ``out`` (beside it: the directory itself may be deleted)."""
+    return out.with_name(out.name + ".lock")
+
+
+def _finished(out: Path, config: dict, root: Path, spec: RunSpec) -> dict | None:
+    """The finished run in ``out`` if it is intact (checked against the config); a damaged
+    student run is removed (and retrained by the caller), a damaged teacher refused."""
+    if not is_finished(out):
+        return None
+    problems = check_run(out)
+    if not problems:
+        return _announce(_reuse(out, config), root, trained=False)
+    if spec.run == "teacher":
+        raise DamagedRun(out, problems + [f"a damaged teacher is not retrained automatically (its students depend "
+                                          f"on it): delete {out} and rerun notebooks/01_teacher; the students "
+                                          f"then retrain too, since each records its teacher's weights hash"])
+    warnings.warn(f"Run {out} is damaged ({'; '.join(problems)}); retraining it.", stacklevel=3)
+    shutil.rmtree(out)
+    return None
+
+
+def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data_dir, progress: bool,
+           start: Start | None) -> dict:
+    _check_resume(out / "checkpoint.pt", config)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     data = load_dataset(spec.dataset, data_dir, spec.data)
     in_shape, ncls = data.input_shape, data.num_classes
@@ -294,11 +332,6 @@ def _costs(spec: RunSpec, model, teacher, data, history, in_shape, wall, cpu) ->
     return {"wall_s": wall, "cpu_s": cpu, "train_s": float(sum(r["time_s"] for r in history)),
             "train_flops": s_flops + t_flops, "teacher_flops": t_flops,
             "precision": history[-1].get("precision", "float32") if history else None}
-
-
-def json_roundtrip(obj):
-    """What ``obj`` looks like after a trip through config.json (tuples become lists, etc.)."""
-    return json.loads(json.dumps(obj, default=str))
 
 
 # ---------------------------------------------------------------- the study's runs by name

@@ -38,6 +38,21 @@ def executed_notebooks(reports: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def settings_last(nb):
+    """The page opens with the notebook's content: the parameter cells (defaults, papermill's
+    injected values, the parameter check) move to a closing "Parameters of this run" section."""
+    tags = lambda c: set(c.get("metadata", {}).get("tags", []))
+    is_setting = lambda c: c.cell_type == "code" and (tags(c) & {"parameters", "injected-parameters"}
+                                                     or "check_parameters(" in c.source)
+    moved = [c for c in nb.cells if is_setting(c)]
+    if moved:
+        nb.cells = [c for c in nb.cells if not is_setting(c)]
+        nb.cells.append(nbformat.v4.new_markdown_cell("## Parameters of this run\n"
+                                                      "The notebook's defaults, then the values the runner passed."))
+        nb.cells += moved
+    return nb
+
+
 def render(profile: str, reports_dir=None) -> Path:
     """Render every executed notebook of ``profile`` and the index; return the index path."""
     from nbconvert import HTMLExporter
@@ -46,7 +61,7 @@ def render(profile: str, reports_dir=None) -> Path:
     exporter = HTMLExporter(template_name="lab")
     items = []
     for ds, path in executed_notebooks(reports):
-        nb = nbformat.read(path, as_version=4)
+        nb = settings_last(nbformat.read(path, as_version=4))
         nb.metadata.pop("papermill", None)   # input/output paths of the machine that ran it
         body, _ = exporter.from_notebook_node(nb)
         rel = Path(ds) / f"{path.stem}.html" if ds else Path(f"{path.stem}.html")

@@ -155,7 +155,18 @@ def mlp_teacher_d02(num_classes=10, in_shape=(1, 28, 28), **kw):
 
 @register_model("mlp_student")
 def mlp_student(num_classes=10, in_shape=(1, 28, 28), **kw):
-    """784-800-800-10 (~1.28M params)."""
+    """784-800-800-10 (~1.28M params) with dropout 10% on the input and 30% on the hidden units.
+
+    Chosen on validation accuracy (full MNIST, seed 0, cosine lr: 98.68%) over no dropout
+    (Hinton et al. 2015's unregularised student, ``mlp_student_nodrop``: 98.45%), 20% on the
+    hidden units (98.58%) and the teacher's 20%/50% (98.53%); see notebooks/01_teacher."""
+    return MLP(_flat(in_shape), [800, 800], num_classes, dropout=kw.pop("dropout", 0.3),
+               in_dropout=kw.pop("in_dropout", 0.1), **kw)
+
+
+@register_model("mlp_student_nodrop")
+def mlp_student_nodrop(num_classes=10, in_shape=(1, 28, 28), **kw):
+    """784-800-800-10 without dropout, as in the reference study (protocol ablation)."""
     return MLP(_flat(in_shape), [800, 800], num_classes, **kw)
 
 

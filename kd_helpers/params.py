@@ -10,10 +10,11 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 import types
 
-from .data import DATASETS
-from .presets import PROFILES
+from .data import DATASET_NAMES
+from .presets import PAIRS, PROFILES, split_study
 from .util import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -48,15 +49,21 @@ def _path_or_none(v):
 
 
 def _dataset(v):
-    if isinstance(v, str) and (v in DATASETS or v.startswith("imagefolder:")):
-        return None
-    return f"one of {', '.join(DATASETS)} or imagefolder:<path>"
+    if isinstance(v, str):
+        try:
+            data, _pair = split_study(v)
+        except ValueError:
+            data = None
+        if data in DATASET_NAMES or re.fullmatch(r"imagefolder\d*:.+", data or ""):
+            return None
+    return (f"one of {', '.join(DATASET_NAMES)} or imagefolder[<size>]:<path>, optionally with a teacher-student "
+            f"pair: <dataset>@<pair>, pairs {', '.join(PAIRS)}")
 
 
 def _datasets(v):
     if isinstance(v, list) and v and all(_dataset(d) is None for d in v):
         return None
-    return f"a non-empty list of dataset names ({', '.join(DATASETS)}, imagefolder:<path>)"
+    return f"a non-empty list of dataset names ({', '.join(DATASET_NAMES)}, imagefolder:<path>, <dataset>@<pair>)"
 
 
 def _choice(*options):

@@ -20,9 +20,20 @@ def figures_dir(path=None) -> Path:
     return d
 
 
-def save(fig, name: str, path=None) -> None:
-    """Write ``<figures>/<name>.png`` and ``.svg``. Returns nothing, so a notebook cell that
-    ends with it does not echo a path of the machine that ran it."""
+def caption(fig, text: str):
+    """A one-line caption under the figure saying what to look at (kept in the saved files)."""
+    for t in [t for t in fig.texts if t.get_gid() == "kd-caption"]:
+        t.remove()
+    fig.text(0.5, -0.01, text, ha="center", va="top", fontsize=8.5, style="italic", wrap=True, gid="kd-caption")
+    return fig
+
+
+def save(fig, name: str, path=None, caption_text: str | None = None) -> None:
+    """Write ``<figures>/<name>.png`` and ``.svg`` (with ``caption_text`` as the caption, if
+    given). Returns nothing, so a notebook cell that ends with it does not echo a path of the
+    machine that ran it."""
+    if caption_text:
+        caption(fig, caption_text)
     d = figures_dir(path)
     fig.savefig(d / f"{name}.png", dpi=130, bbox_inches="tight")
     fig.savefig(d / f"{name}.svg", bbox_inches="tight")
@@ -42,7 +53,7 @@ def sample_grid(data, n_per_class: int = 8):
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
         axes[c, 0].set_title(data.classes[c], fontsize=7, loc="left")
     fig.suptitle(f"{data.name}: training samples")
-    return fig
+    return caption(fig, "Eight training images per class, as stored (before normalisation).")
 
 
 def learning_curves(hist: pd.DataFrame, runs=None, metric: str = "val_acc", title: str | None = None, ax=None):
@@ -65,7 +76,9 @@ def learning_curves(hist: pd.DataFrame, runs=None, metric: str = "val_acc", titl
         ax.set_ylim(lo - pad, min(hi + pad, 1.0 + pad / 2))
     ax.set_title(title or metric)
     ax.legend(fontsize=8)
-    return ax.figure
+    return caption(ax.figure, "Look at where each curve levels off and how far apart the runs end; bands show "
+                              "the spread over seeds" + ("; shaded: FitNets' stage 1, not comparable" if len(pre) else "")
+                   + ".")
 
 
 def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI over seeds)"):
@@ -77,7 +90,7 @@ def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI
     ax.set_yticks(np.arange(len(s)), [f"{r} (n={n})" for r, n in zip(s.run, s.n)])
     ax.set_xlabel("test accuracy")
     ax.set_title(title)
-    return fig
+    return caption(fig, "Overlapping intervals: the seeds alone cannot tell those runs apart.")
 
 
 def _si(v, _pos=None) -> str:
@@ -112,7 +125,8 @@ def pareto(df: pd.DataFrame, x: str = "params", title: str | None = None, teache
     ax.set_xlabel(x)
     ax.set_ylabel("test accuracy")
     ax.set_title(title or f"accuracy vs {x}")
-    return fig
+    return caption(fig, f"Up and to the left is better: a run is worth its {x} only if no cheaper run is as "
+                        f"accurate; the star is the teacher.")
 
 
 def pvalue_heatmap(matrix: pd.DataFrame, title: str = "McNemar p-values (Holm-adjusted)"):
@@ -120,7 +134,7 @@ def pvalue_heatmap(matrix: pd.DataFrame, title: str = "McNemar p-values (Holm-ad
     sns.heatmap(matrix, annot=True, fmt=".2g", cmap="rocket", vmin=0, vmax=1, ax=ax, annot_kws={"fontsize": 7},
                 cbar_kws={"label": "p"})
     ax.set_title(title)
-    return fig
+    return caption(fig, "Dark cells (small p) mark pairs of runs whose test predictions differ beyond chance.")
 
 
 def reliability_diagrams(tables: dict[str, pd.DataFrame], eces: dict[str, float]):
@@ -132,7 +146,7 @@ def reliability_diagrams(tables: dict[str, pd.DataFrame], eces: dict[str, float]
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7)
     ax.set_title("Reliability diagram (15 bins)")
-    return fig
+    return caption(fig, "On the diagonal a model is as accurate as it is confident; below it, over-confident.")
 
 
 def confusion(y, pred, classes, title: str):
@@ -145,4 +159,4 @@ def confusion(y, pred, classes, title: str):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return fig
+    return caption(fig, "Off-diagonal cells are the mistakes: which classes the model confuses with which.")

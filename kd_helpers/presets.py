@@ -38,8 +38,51 @@ class Preset:
         return self.models["student"]
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A teacher -> student pair of the other reference studies. A study of a pair is named
+    ``<dataset>@<teacher>-<student>`` wherever a dataset name goes (notebooks, the runner, the
+    results store), e.g. ``cifar100@wrn_40_2-wrn_16_2``."""
+    teacher: str
+    student: str
+    source: str
+    loss: dict = field(default_factory=dict)   # the reference's per-pair values, per method
+
+
+_RD = "RepDistiller/mdistiller CIFAR-100 benchmark (Tian et al. 2020; Zhao et al. 2022, DKD)"
+_SRD = "SRD (Yang et al. 2021) / DIST (Huang et al. 2022) CIFAR-100 tables"
+PAIRS = {
+    "resnet32x4-resnet8x4": Pair("resnet32x4", "resnet8x4", _RD, {"dkd": {"beta": 8.0}}),
+    "resnet56-resnet20": Pair("resnet56", "resnet20", _RD, {"dkd": {"beta": 8.0}}),
+    "wrn_40_2-wrn_16_2": Pair("wrn_40_2", "wrn_16_2", _RD, {"dkd": {"beta": 6.0}}),
+    "vgg13-vgg8": Pair("vgg13", "vgg8", _RD, {"dkd": {"beta": 8.0}}),
+    "wrn_40_4-wrn_16_4": Pair("wrn_40_4", "wrn_16_4", _SRD, {"dkd": {"beta": 6.0}}),
+    "wrn_40_2-wrn_40_1": Pair("wrn_40_2", "wrn_40_1", _SRD, {"dkd": {"beta": 6.0}}),
+    "wrn_40_4-wrn_16_2": Pair("wrn_40_4", "wrn_16_2", _SRD, {"dkd": {"beta": 6.0}}),
+    "wrn_40_4-mobilenetv2": Pair("wrn_40_4", "mobilenetv2", _SRD),
+    "resnet18-mobilenetv2": Pair("resnet18", "mobilenetv2", _SRD),
+    "resnet50-resnet18": Pair("resnet50", "resnet18", "ImageFolder (ImageNet-style) study: AT, BYOT, DML, FitNets"),
+    "resnet34-mobilenetv2": Pair("resnet34", "mobilenetv2",
+                                 "CIFAR-10 / Tiny-ImageNet distill-then-prune study (ResNet-34 -> compact student)"),
+}
+
+
+def split_study(dataset: str) -> tuple[str, Pair | None]:
+    """``cifar100@wrn_40_2-wrn_16_2`` -> (``cifar100``, its Pair); a plain dataset -> (it, None)."""
+    data, sep, pair = dataset.rpartition("@")
+    if not sep:
+        return dataset, None
+    if pair not in PAIRS:
+        raise ValueError(f"Unknown teacher-student pair '{pair}' in '{dataset}'. Pairs: {', '.join(PAIRS)}")
+    return data, PAIRS[pair]
+
+
 def family(dataset: str) -> str:
-    return "mlp" if dataset in ("mnist", "mnist5k", "fashion_mnist", "digits") else "cnn"
+    """mlp / cnn (the main study's two network families) or pair (another reference study's)."""
+    data, pair = split_study(dataset)
+    if pair:
+        return "pair"
+    return "mlp" if data in ("mnist", "mnist5k", "fashion_mnist", "digits") else "cnn"
 
 
 # The study's hyper-parameters where they differ from the loss class's (paper) defaults.
@@ -82,9 +125,43 @@ def variant(name: str) -> Variant:
                      f"method ({', '.join(sorted(LOSSES))}).")
 
 
+def _pair_preset(data: str, pair: Pair, profile: str) -> Preset:
+    """The residual pairs' protocols. ``paper``: RepDistiller's (SGD momentum 0.9, lr 0.05, 0.01
+    for a MobileNetV2 student, weight decay 5e-4, batch 64, 240 epochs, lr x0.1 at 150/180/210,
+    crop + flip, T = 4, DKD's warm-up 20 epochs), for a GPU; on CIFAR-10 the proof schedule of
+    this 2-core machine instead: the same optimiser, 15 epochs, cosine decay, no augmentation (the
+    teacher's outputs are cached). DKD's warm-up keeps the paper's share of the epochs (20/240)."""
+    lr = 0.01 if pair.student.startswith("mobilenet") else 0.05
+    sgd = dict(optimizer="sgd", lr=lr, momentum=0.9, nesterov=False, weight_decay=5e-4, batch_size=64,
+               eval_batch_size=256)
+    if profile == "paper" and data == "cifar10":
+        train = TrainConfig(epochs=15, schedule="cosine", augment=False, **sgd)
+    elif profile == "paper":
+        train = TrainConfig(epochs=240, schedule="step", milestones=(0.625, 0.75, 0.875), augment=True, **sgd)
+    else:
+        train = TrainConfig(epochs=3 if profile == "quick" else 1, schedule="cosine", augment=False,
+                            **{**sgd, "batch_size": 64})
+    data_cfg = DataConfig(val_size=5000 if profile == "paper" else 1000 if profile == "quick" else 64)
+    if profile == "quick":
+        data_cfg = replace(data_cfg, limit_train=8000, limit_test=2000)
+    elif profile == "smoke":
+        data_cfg = replace(data_cfg, limit_train=256, limit_test=128)
+    loss = {m: dict(v) for m, v in _LOSS["cnn"].items()}
+    loss["dkd"] = {"warmup": max(1, round(20 * train.epochs / 240))}
+    for m, v in pair.loss.items():
+        loss[m] = {**loss.get(m, {}), **v}
+    # one network per role: FitNets guides the pair's own student; no "modified" student
+    models = {"teacher": pair.teacher, "student": pair.student, "fitnet": pair.student, "student_mod": pair.student}
+    return Preset(models, train=train, teacher_train=train, data=data_cfg, loss=loss,
+                  prune_epochs={"smoke": 1, "quick": 3, "paper": 5}[profile])
+
+
 def preset(dataset: str, profile: str = "quick") -> Preset:
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile '{profile}'. Available: {', '.join(PROFILES)}")
+    data, pair = split_study(dataset)
+    if pair:
+        return _pair_preset(data, pair, profile)
     fam = family(dataset)
     if fam == "mlp":
         train = TrainConfig(epochs=20, batch_size=256, optimizer="adam", lr=1e-3, schedule="cosine", augment=False)

@@ -44,9 +44,13 @@ def pruning_start(source_dir, source: str, kind: str, amount: float, importance:
                  prepare, finish)
 
 
+def run_name(source: str, kind: str, amount: float, finetune: str) -> str:
+    return f"prune_{kind[:6]}_{int(round(amount * 100))}_{finetune}_{source}"
+
+
 def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "kd", *, dataset: str,
                        profile: str = "quick", seeds=(0,), epochs: int | None = None, results_dir=None,
-                       data_dir=None, importance: str = "l1") -> list[dict]:
+                       data_dir=None, importance: str = "l1", wait: bool = True) -> list[dict]:
     """Prune run ``source`` (same seed) and fine-tune it with ``finetune`` ('ce' or 'kd') for
     ``epochs`` (default: the profile's ``prune_epochs``).
 
@@ -59,8 +63,8 @@ def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "k
         src_model = read_json(src_dir / "config.json")["model"]
         spec = spec_for("baseline" if finetune == "ce" else finetune, dataset, profile, s, model=src_model,
                         epochs=epochs or preset(dataset, profile).prune_epochs)
-        spec = replace(spec, run=f"prune_{kind[:6]}_{int(round(amount * 100))}_{finetune}_{source}")
-        out.append(run(spec, results_dir, data_dir, profile=profile,
+        spec = replace(spec, run=run_name(source, kind, amount, finetune))
+        out.append(run(spec, results_dir, data_dir, profile=profile, wait=wait,
                        start=pruning_start(src_dir, source, kind, amount, importance)))
     return out
 

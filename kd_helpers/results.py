@@ -194,3 +194,14 @@ def test_logits(df: pd.DataFrame, dataset: str, seed: int = 0) -> tuple[np.ndarr
                              f"data configs. Compare runs of one profile and data config only.")
         logits[r.run] = p["logits"]
     return y, logits
+
+
+def best_run(df: pd.DataFrame, dataset: str, exclude=("teacher", "baseline"), model: str | None = None,
+             metric: str = "val_acc") -> str:
+    """The run with the highest mean *validation* accuracy (model selection never sees the test set)."""
+    d = df[(df.dataset == dataset) & ~df.run.isin(exclude) & (df.method != "ce") & ~df.run.str.startswith("prune_")]
+    if model:
+        d = d[d.model == model]
+    if d.empty:
+        raise ValueError(f"No candidate runs for {dataset} (excluding {exclude}); run the method notebooks first.")
+    return d.groupby("run")[metric].mean().idxmax()

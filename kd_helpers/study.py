@@ -1,14 +1,18 @@
 """Run the whole study: execute the notebooks in order with papermill.
 
     python -m kd_helpers.study --profile {smoke,quick,paper} [--datasets ...] [--seeds ...]
+                               [--executor {inline,local,slurm} --jobs N] [--plan]
 
 Executed copies go to ``reports/<profile>/<dataset>/`` (per-dataset notebooks) and
 ``reports/<profile>/`` (statistics and report). Runs finished earlier are reused, so an
-interrupted study resumes where it stopped.
+interrupted study resumes where it stopped. With ``--executor local`` or ``slurm`` the runs of
+the plan (``kd_helpers.plan``) are trained first as parallel jobs (``kd_helpers.executors``);
+the notebooks then only reuse them. ``--plan`` lists the runs and their state, and exits.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -16,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DatasetDamagedError, DatasetNotFoundError, load_dataset
-from .presets import PROFILES, family, preset
-from .results import finished_runs, read_json, results_root
+from .presets import PAIRS, PROFILES, family, preset
+from .executors import EXECUTORS, run_plan
+from .plan import study_jobs
+from .results import finished_runs, is_finished, read_json, results_root
 from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -27,15 +33,18 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 class Step:
     notebook: str
     per_dataset: bool = True
-    families: tuple[str, ...] = ("mlp", "cnn")   # dataset families the notebook applies to
+    families: tuple[str, ...] = ("mlp", "cnn", "pair")   # the families (presets.family) it applies to
     why_not: str = ""
 
 
 # The study's method list: adding a method = one loss file, one notebook, one line here.
 STEPS = [
-    Step("00_data"), Step("01_teacher"), Step("02_student_baseline"), Step("03_vanilla_kd"),
-    Step("04_fitnets"), Step("05_rkd"), Step("06_feature_kd"),
-    Step("07_at", families=("cnn",), why_not="AT needs spatial feature maps; MLP features are vectors"),
+    Step("00_data"), Step("01_teacher"),
+    Step("02_student_baseline", families=("mlp", "cnn"),
+         why_not="its variants (modified student, thin-deep FitNet) belong to the MLP/CNN family; "
+                 "a pair's baseline is in every method notebook"),
+    Step("03_vanilla_kd"), Step("04_fitnets"), Step("05_rkd"), Step("06_feature_kd"),
+    Step("07_at", families=("cnn", "pair"), why_not="AT needs spatial feature maps; MLP features are vectors"),
     Step("08_dml"), Step("09_byot"), Step("10_dist"), Step("11_srd"), Step("12_srd_dist"), Step("13_dkd"),
     Step("20_pruning"),
     Step("30_statistics", per_dataset=False), Step("31_report", per_dataset=False),
@@ -80,7 +89,8 @@ def execute(nb: str, out: Path, params: dict, log=print) -> float:
 
 
 def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_dir=None, reports_dir=None,
-              only=None, log=print) -> dict:
+              only=None, log=print, executor: str = "inline", jobs: int = 1, slurm: dict | None = None,
+              list_only: bool = False, pairs=None) -> dict:
     known = [s.notebook for s in STEPS]
     unknown = sorted(set(only or ()) - set(known))
     if unknown:
@@ -88,6 +98,11 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     default_ds, default_seeds = DEFAULTS[profile]
     seeds = list(seeds or default_seeds)
     wanted = list(datasets or default_ds)
+    if pairs:   # a study per (dataset, teacher -> student pair): cifar100@wrn_40_2-wrn_16_2, ...
+        unknown_pairs = sorted(set(pairs) - set(PAIRS))
+        if unknown_pairs:
+            raise ValueError(f"Unknown pair(s) {', '.join(unknown_pairs)}. Pairs: {', '.join(PAIRS)}.")
+        wanted = [f"{ds}@{p}" for ds in wanted for p in pairs]
     chosen = []
     for ds in wanted:
         if ds.endswith("?"):
@@ -118,7 +133,15 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
                         "started": started, **meta}
         record_timings(reports / "timings.json", profile, seeds, {key: timings[key]})  # kept if a later step fails
 
-    log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds}")
+    pairs = [(s.notebook, ds) for s in steps if s.per_dataset for ds in chosen if family(ds) in s.families]
+    if list_only:
+        return show_plan(pairs, profile, seeds, results_dir, data_dir, log)
+    log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds} executor={executor}")
+    if executor != "inline":
+        failed = run_plan(lambda level: study_jobs(pairs, profile, seeds, results_dir, data_dir, level=level),
+                          executor, jobs, results_dir, data_dir, slurm=slurm, log=log)
+        if failed:
+            raise NotebookFailed(f"{len(failed)} runs failed; their logs: " + ", ".join(sorted(set(failed.values()))))
     for step in steps:
         if not step.per_dataset:
             timed(step.notebook, step.notebook, reports / f"{step.notebook}.ipynb", {**common, "datasets": chosen})
@@ -131,6 +154,22 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
                   {**common, "dataset": ds})
     log(f"done in {sum(t['s'] for t in timings.values()) / 60:.1f} min; executed notebooks in {reports}")
     return timings
+
+
+def show_plan(pairs, profile, seeds, results_dir, data_dir, log=print) -> dict:
+    """List the study's runs by level with their state (finished / running / to train)."""
+    from .executors import LEVELS, _counts
+    out = {}
+    for level in LEVELS:
+        todo = study_jobs(pairs, profile, seeds, results_dir, data_dir, level=level)
+        c = _counts(todo, results_dir, set())
+        out[level] = c
+        log(f"level {level}: {len(todo)} runs ({', '.join(f'{v} {k}' for k, v in c.items() if k != 'failed')})"
+            + (" + the pruning runs, planned once the students are trained" if level == 2 else ""))
+        for j in todo:
+            log(f"  {j.notebook:<20} {j.dataset:<10} {j.run:<40} seed {j.seed}"
+                f"{'  finished' if is_finished(j.dir(results_dir)) else ''}")
+    return out
 
 
 def record_timings(path: Path, profile: str, seeds, timings: dict) -> dict:
@@ -167,6 +206,20 @@ def load_timings(path: Path) -> dict:
     return t
 
 
+def parse_options(pairs) -> dict:
+    """``KEY=VALUE`` strings to submitit parameters (values read as JSON where they parse)."""
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ValueError(f"--slurm option {p!r} is not KEY=VALUE (e.g. slurm_partition=gpu)")
+        k, v = p.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=PROFILES, default="quick")
@@ -176,10 +229,21 @@ def main(argv=None):
     ap.add_argument("--results-dir", default=None, help="default: $KD_RESULTS_DIR or results/<profile>")
     ap.add_argument("--reports-dir", default=None, help="default: reports/<profile>")
     ap.add_argument("--only", nargs="+", help="run only these notebooks (e.g. 03_vanilla_kd)")
+    ap.add_argument("--executor", choices=EXECUTORS, default="inline",
+                    help="inline: the notebooks train (default); local: --jobs worker processes; slurm: job arrays")
+    ap.add_argument("--jobs", type=int, default=2, help="local workers, or SLURM tasks at once (default 2)")
+    ap.add_argument("--slurm", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="submitit options, e.g. slurm_partition=gpu timeout_min=600 gpus_per_node=1 "
+                         "cpus_per_task=8 slurm_additional_parameters='{\"account\": \"abc\"}'")
+    ap.add_argument("--pairs", nargs="+", metavar="TEACHER-STUDENT",
+                    help=f"study these teacher-student pairs on each dataset instead of the MLP/CNN family "
+                         f"({', '.join(PAIRS)})")
+    ap.add_argument("--plan", action="store_true", help="list the study's runs and their state, then exit")
     args = ap.parse_args(argv)
     try:
         run_study(args.profile, args.datasets, args.seeds, args.data_dir, args.results_dir, args.reports_dir,
-                  args.only)
+                  args.only, executor=args.executor, jobs=args.jobs, slurm=parse_options(args.slurm),
+                  list_only=args.plan, pairs=args.pairs)
     except ValueError as e:
         ap.error(str(e))
     except NotebookFailed as e:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import Dataset
+from .lock import RunLock
 from .util import atomic_torch_save, atomic_write_text, sha256
 
 
@@ -44,11 +45,14 @@ class TeacherOutputs:
         if cached:
             key = teacher_key(teacher, data, feats)
             self.path = Path(cache_dir) / f"teacher_outputs_{key}.pt" if cache_dir else None
-            if self.path is not None and self.path.exists():
-                self.cache = self._read(self.path)
-            if self.cache is None:
+            if self.path is None:
                 self.cache = self._compute(data, batch_size, channels_last)
-                if self.path is not None:
+                return
+            with RunLock(self.path.with_suffix(".lock")):   # students training at once build it once
+                if self.path.exists():
+                    self.cache = self._read(self.path)
+                if self.cache is None:
+                    self.cache = self._compute(data, batch_size, channels_last)
                     atomic_torch_save(self.cache, self.path)
                     atomic_write_text(self._sum_path(self.path), sha256(self.path))  # written last
 

@@ -28,8 +28,10 @@ class TrainConfig:
     optimizer: str = "adam"       # adam | adamw | sgd
     lr: float = 1e-3
     momentum: float = 0.9         # sgd only
+    nesterov: bool = True         # sgd only (RepDistiller's CIFAR-100 protocol: plain momentum)
     weight_decay: float = 0.0
-    schedule: str = "constant"    # constant | cosine | step (x0.1 at 50% and 75%)
+    schedule: str = "constant"    # constant | cosine | step (x0.1 at each of ``milestones``)
+    milestones: tuple[float, ...] = (0.5, 0.75)   # step schedule, as fractions of the epochs
     augment: bool | None = None   # None: the dataset's default
     seed: int = 0
     cache_teacher: bool = True    # reuse teacher outputs when inputs are deterministic
@@ -51,20 +53,20 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
         raise ValueError(f"Unknown optimizer '{cfg.optimizer}'. Available: {', '.join(_OPTIMIZERS)}")
     kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer == "sgd":
-        kw.update(momentum=cfg.momentum, nesterov=True)
+        kw.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
     # the fused kernel makes one pass over each parameter instead of ~10 elementwise ops:
     # same update rule, and on the MLPs (2.4M params, cheap matmuls) it is a large share of a step
     return _OPTIMIZERS[cfg.optimizer](params, fused=cfg.fused_optimizer, **kw)
 
 
-def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+def lr_factor(schedule: str, epoch: int, epochs: int, milestones=(0.5, 0.75)) -> float:
     """Multiplier of the base learning rate during ``epoch`` (0-based)."""
     if schedule == "constant":
         return 1.0
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
     if schedule == "step":
-        return 0.1 ** sum(epoch >= m * epochs for m in (0.5, 0.75))
+        return 0.1 ** sum(epoch >= round(m * epochs) for m in milestones)
     raise ValueError(f"Unknown schedule '{schedule}'. Use constant, cosine or step.")
 
 
@@ -166,6 +168,8 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
         loss_fn.load_state_dict(state["loss"])
         opt.load_state_dict(state["optimizer"])
         history, start, best = state["history"], state["epoch"] + 1, state.get("best")
+        note = f"{desc} resuming after epoch {start} from {ckpt.name}"
+        log(note) if log is not None else tqdm.write(note) if progress else None
 
     teacher_out = None
     if loss_fn.requires_teacher:
@@ -181,7 +185,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
         seed_everything(cfg.seed * 100_003 + epoch)  # dropout etc. depend on (seed, epoch) only
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs)
+            g["lr"] = cfg.lr * lr_factor(cfg.schedule, epoch, cfg.epochs, cfg.milestones)
         loss_fn.start_epoch(epoch, cfg.epochs)
         model.train()
         loss_fn.train()

@@ -92,9 +92,12 @@ def resolve_precision(precision: str, device: torch.device | None = None) -> str
 
     ``auto``: fp16 on CUDA, bf16 on CPUs with native bf16 (the speed-up on this project's
     machines is measured in benchmarks/README.md), fp32 otherwise. Runs store the resolved
-    value: "auto" trains differently on different machines.
+    value: "auto" trains differently on different machines. ``KD_PRECISION`` (fp32, bf16,
+    fp16) replaces "auto" everywhere, e.g. ``KD_PRECISION=fp32`` for bit-identical CPU runs.
     """
     device = device or device_default()
+    if precision == "auto" and os.environ.get("KD_PRECISION", "auto") != "auto":   # e.g. fp32 for bit-exact runs
+        precision = os.environ["KD_PRECISION"]
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"

@@ -97,3 +97,17 @@ def test_compare_stores_pairs_the_same_runs(store):
     t = compare_stores(a, b.iloc[1:], "fp32", "bf16")
     assert len(t) == 2  # only runs present in both
     assert (t["Δ (points)"] == -1.0).all() and (t["Speed-up"] == 2.0).all()
+
+
+
+def test_parallel_benchmark_writes_its_ratio_into_its_readme(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("parallel", BENCH.parent / "parallel.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "README", tmp_path / "README.md")
+    (tmp_path / "README.md").write_text("x\n<!-- parallel:start -->\nold\n<!-- parallel:end -->\n")
+    monkeypatch.setattr(mod, "inline", lambda pairs, seeds, root: 30.0)
+    monkeypatch.setattr(mod, "local", lambda pairs, seeds, root, jobs: 20.0)
+    mod.main(["--only", "03_vanilla_kd", "--update-readme", "--json", str(tmp_path / "r.json")])
+    text = (tmp_path / "README.md").read_text()
+    assert "**1.50x**" in text and "| 30 s | 20 s |" in text and "old" not in text

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,74 @@ def test_mnist_idx_files():
     d = load_dataset("mnist", shared_data_dir(), DataConfig(val_size=5000))
     assert len(d.y["train"]) == 55000 and len(d.y["test"]) == 10000
     assert torch.bincount(d.y["test"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+# ------------------------------------------------------------------ Tiny-ImageNet, image trees, pairs
+def tiny_imagenet_tree(root, wnids=("n01443537", "n01629819", "n01641577"), per_class=3, damage=None):
+    """The official layout: train/<wnid>/images/*.JPEG, val/images/* + val/val_annotations.txt."""
+    from PIL import Image
+    base = root / "tiny-imagenet-200"
+    for k, w in enumerate(wnids):
+        (base / "train" / w / "images").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((64, 64, 3), 20 * k + i, dtype=np.uint8)).save(base / "train" / w / "images" / f"{w}_{i}.JPEG")
+    (base / "val" / "images").mkdir(parents=True)
+    lines = []
+    for j, w in enumerate(reversed(wnids)):
+        name = f"val_{j}.JPEG"
+        Image.fromarray(np.full((64, 64, 3), 7 * j, dtype=np.uint8)).save(base / "val" / "images" / name)
+        lines.append(f"{name}\t{damage or w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_tinyimagenet_reads_the_official_layout(tmp_path):
+    from kd_helpers.data import _CACHE, load_dataset
+    tiny_imagenet_tree(tmp_path)
+    d = load_dataset("tinyimagenet", tmp_path, DataConfig(val_size=0), download=False)
+    assert d.input_shape == (3, 64, 64) and d.num_classes == 3
+    assert d.classes == ["n01443537", "n01629819", "n01641577"]    # sorted wnids = label numbers
+    assert d.y["test"].tolist() == [2, 1, 0] and len(d.y["train"]) == 9
+    assert d.augment   # crop + flip by default, like CIFAR
+    _CACHE.clear()
+
+
+def test_tinyimagenet_missing_or_damaged_is_named(tmp_path):
+    from kd_helpers.data import DatasetDamagedError, DatasetNotFoundError, _CACHE, load_dataset
+    with pytest.raises(DatasetNotFoundError, match="tiny-imagenet-200.zip"):
+        load_dataset("tinyimagenet", tmp_path, download=False)
+    tiny_imagenet_tree(tmp_path, damage="n99999999")
+    with pytest.raises(DatasetDamagedError, match="val_annotations.txt.*names no class"):
+        load_dataset("tinyimagenet", tmp_path, download=False)
+    _CACHE.clear()
+
+
+def test_imagefolder_size_and_a_tree_too_large_for_memory(tmp_path, monkeypatch):
+    from kd_helpers import data
+    from test_faults import image_tree
+    image_tree(tmp_path, ["cat", "dog"], ["cat", "dog"], test_dir="val")
+    d = data.load_dataset(f"imagefolder64:{tmp_path}", config=DataConfig(val_size=0))
+    assert d.input_shape == (3, 64, 64)
+    assert data.load_dataset(f"imagefolder:{tmp_path}", config=DataConfig(val_size=0)).input_shape == (3, 32, 32)
+    monkeypatch.setattr(data.os, "sysconf", lambda k: 4096 if k == "SC_PAGE_SIZE" else 10)   # a 40 kB machine
+    with pytest.raises(data.DatasetTooLarge, match=r"imagefolder224:.*8 images x 150,528 bytes.*use a smaller size"):
+        data.load_dataset(f"imagefolder224:{tmp_path}", config=DataConfig(val_size=0))
+    data._CACHE.clear()
+
+
+def test_a_pair_study_reads_its_dataset_and_trains_its_pair():
+    from kd_helpers.data import data_name
+    from kd_helpers.presets import family, preset, split_study
+    assert data_name("cifar100@wrn_40_2-wrn_16_2") == "cifar100"
+    assert split_study("cifar10@resnet56-resnet20")[1].teacher == "resnet56" and family("cifar10@resnet56-resnet20") == "pair"
+    p = preset("cifar100@wrn_40_2-wrn_16_2", "paper")   # RepDistiller's protocol
+    assert (p.teacher, p.student, p.train.optimizer, p.train.lr, p.train.batch_size, p.train.epochs) == \
+        ("wrn_40_2", "wrn_16_2", "sgd", 0.05, 64, 240)
+    assert p.train.milestones == (0.625, 0.75, 0.875) and p.train.weight_decay == 5e-4 and p.train.augment
+    assert p.loss["dkd"] == {"warmup": 20, "beta": 6.0} and p.loss["kd"]["T"] == 4.0
+    assert preset("cifar100@resnet32x4-resnet8x4", "paper").loss["dkd"]["beta"] == 8.0
+    assert preset("cifar100@resnet18-mobilenetv2", "paper").train.lr == 0.01
+    proof = preset("cifar10@wrn_40_2-wrn_16_2", "paper").train   # the 2-core proof schedule
+    assert (proof.epochs, proof.schedule, proof.augment) == (15, "cosine", False)
+    with pytest.raises(ValueError, match="Unknown teacher-student pair 'a-b'.*resnet56-resnet20"):
+        preset("cifar10@a-b", "paper")

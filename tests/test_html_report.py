@@ -33,4 +33,6 @@ def test_html_edition_of_the_smoke_report(tmp_path, monkeypatch):
     assert "data:image/png;base64" in report
     text = re.sub(r"<[^>]+>", " ", report)
     assert text.index("Findings") < text.index("Learning curves")   # findings before the details
+    # the first screen is the report, not its settings: parameters close the page
+    assert text.index("Findings") < text.index("Parameters of this run") < text.index("check_parameters")
     assert "Beat their no-KD baseline" in text and "Compute:" in text

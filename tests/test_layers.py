@@ -5,7 +5,8 @@ from pathlib import Path
 import kd_helpers
 
 PKG = Path(kd_helpers.__file__).parent
-ORCHESTRATION = {"prune_sweep", "ablation", "study", "report", "method_report", "findings", "html_report", "publish"}
+ORCHESTRATION = {"prune_sweep", "ablation", "study", "report", "method_report", "findings", "html_report", "publish",
+                 "plan", "executors"}
 RUNS = {"experiment"}
 
 

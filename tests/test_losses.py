@@ -200,8 +200,8 @@ def test_dkd_warmup_ramps():
 
 # ------------------------------------------------------------------ DML
 def test_dml_by_hand_and_peer_gradients():
-    student = create_model("mlp_student", 3, in_shape=(1, 2, 2))
-    pair = describe_pair(student, None, (1, 2, 2), 3, make_student=lambda: create_model("mlp_student", 3, in_shape=(1, 2, 2)))
+    student = create_model("mlp_student_nodrop", 3, in_shape=(1, 2, 2))
+    pair = describe_pair(student, None, (1, 2, 2), 3, make_student=lambda: create_model("mlp_student_nodrop", 3, in_shape=(1, 2, 2)))
     loss = build_loss("dml", pair)
     x = torch.randn(2, 1, 2, 2)
     s_out = student(x)
@@ -300,6 +300,34 @@ def test_every_method_takes_one_step(name, family):
         assert p.grad is not None, name
     opt.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, student.parameters()))
+
+
+# the reference studies' teacher -> student pairs (kd_helpers.presets.PAIRS), on tiny 16x16 inputs
+RESIDUAL_PAIRS = [("wrn_16_4", "wrn_40_4"), ("wrn_40_1", "wrn_40_2"), ("wrn_16_2", "wrn_40_4"),
+                  ("mobilenetv2", "wrn_40_4"), ("mobilenetv2", "resnet18"), ("resnet8x4", "resnet32x4"),
+                  ("resnet20", "resnet56"), ("wrn_16_2", "wrn_40_2"), ("vgg8", "vgg13"), ("resnet18", "resnet50"),
+                  ("mobilenetv2", "resnet34")]
+
+
+@pytest.mark.parametrize("s_name,t_name", RESIDUAL_PAIRS)
+def test_every_method_takes_one_step_on_the_residual_pairs(s_name, t_name):
+    torch.manual_seed(0)
+    shape = (3, 16, 16)
+    student = create_model(s_name, 10, in_shape=shape)
+    teacher = create_model(t_name, 10, in_shape=shape).eval().requires_grad_(False)
+    make = lambda: create_model(s_name, 10, in_shape=shape)
+    pair = describe_pair(student, teacher, shape, 10, make_student=make)
+    x, y = torch.randn(4, *shape), torch.randint(0, 10, (4,))
+    t_out = teacher(x)
+    for name in sorted(LOSSES):
+        loss = build_loss(name, pair)
+        loss.start_epoch(0, 4)
+        student.zero_grad()
+        total = sum(loss(student(x), t_out if loss.requires_teacher else None, y, x=x).values())
+        assert torch.isfinite(total), name
+        total.backward()
+        assert all(p.grad is not None for p in loss.parameters()), name
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters()), name
 
 
 def test_unknown_method_and_missing_teacher_are_clear():

@@ -1,0 +1,153 @@
+"""Train the study's runs as parallel jobs, level by level of the plan (``kd_helpers.plan``):
+
+- ``inline`` (default): nothing here; the notebooks train their runs one after another.
+- ``local``: N worker processes on this machine (submitit's local executor), cores / N threads
+  each. Every worker walks the level's runs and takes whichever no one holds (the per-run lock of
+  ``experiment.run``), so the N workers share the work without a queue.
+- ``slurm``: one SLURM job array per level through submitit (one task per run, at most
+  ``--jobs`` at once), partition/time/GPU options passed through. A preempted or timed-out
+  task is requeued by submitit and resumes from its last epoch checkpoint.
+
+Afterwards the runner executes the notebooks as usual; they find every run finished and reuse it.
+Job logs: ``<results_dir>/_jobs/`` (``%j`` is the SLURM / local job id).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import submitit
+
+from .experiment import lock_path
+from .lock import Busy, held
+from .plan import Job
+from .results import is_finished, results_root
+from .util import physical_cores
+
+EXECUTORS = ("inline", "local", "slurm")
+LEVELS = (0, 1, 2)
+
+
+def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None = None, poll_s: float = 2.0) -> dict:
+    """One local worker: train every unfinished run of ``jobs`` that no other worker holds, come
+    back to the held ones until they are finished; return ``{run key: traceback}`` of failures."""
+    if threads:   # read by util.setup_threads when the first run starts, as in a notebook's kernel
+        os.environ["KD_THREADS"] = str(threads)
+    os.environ["KD_PROGRESS"] = "0"
+    pending, failed = list(jobs), {}
+    while pending:
+        progressed = False
+        for job in list(pending):
+            if not is_finished(job.dir(results_dir)):
+                try:
+                    job(results_dir, data_dir, progress=False, wait=False)
+                except Busy:
+                    continue
+                except Exception:  # noqa: BLE001 - one failed run must not stop the others; reported
+                    failed["/".join(map(str, job.key))] = traceback.format_exc()
+            pending.remove(job)
+            progressed = True
+        if pending and not progressed:
+            time.sleep(poll_s)
+    return failed
+
+
+class RunTask(submitit.helpers.Checkpointable):
+    """One SLURM array task = one run. On preemption or timeout submitit calls ``checkpoint``:
+    the task releases its run's lock and is requeued with the same arguments; ``fit`` then resumes
+    from the run's last epoch checkpoint."""
+
+    def __call__(self, job: Job, results_dir=None, data_dir=None) -> str:
+        os.environ["KD_PROGRESS"] = "0"
+        job(results_dir, data_dir, progress=False, wait=True)
+        return "/".join(map(str, job.key))
+
+    def checkpoint(self, job: Job, results_dir=None, data_dir=None):
+        lock = lock_path(job.dir(results_dir))
+        owner = held(lock)
+        if owner and owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
+        return super().checkpoint(job, results_dir, data_dir)
+
+
+def make_executor(kind: str, folder, jobs: int, slurm: dict | None = None) -> submitit.AutoExecutor:
+    """submitit's AutoExecutor for ``local`` or ``slurm`` with the study's defaults; ``slurm``
+    holds extra options (``slurm_partition``, ``timeout_min``, ``gpus_per_node``, ...)."""
+    if kind not in ("local", "slurm"):
+        raise ValueError(f"Unknown executor '{kind}'. Available: {', '.join(EXECUTORS)}")
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    if kind == "local":
+        ex.update_parameters(timeout_min=7 * 24 * 60, name="kd-study")
+    else:
+        opts = {"timeout_min": 12 * 60, "cpus_per_task": 4, "slurm_array_parallelism": jobs, "name": "kd-study",
+                **(slurm or {})}
+        ex.update_parameters(**opts)
+    return ex
+
+
+def _counts(jobs: list[Job], results_dir, failed: set) -> dict:
+    c = {"queued": 0, "running": 0, "finished": 0, "failed": 0}
+    for j in jobs:
+        d = j.dir(results_dir)
+        key = "/".join(map(str, j.key))
+        c["failed" if key in failed else "finished" if is_finished(d) else "running" if held(lock_path(d))
+          else "queued"] += 1
+    return c
+
+
+def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=None, folder=None,
+              slurm: dict | None = None, log=print, every_s: float = 30.0) -> dict:
+    """Train ``todo`` with ``n`` local workers or as a SLURM array; report progress every
+    ``every_s``; return ``{run key: log path}`` of the failed runs."""
+    folder = Path(folder or results_root(results_dir, todo[0].profile) / "_jobs")
+    ex = make_executor(kind, folder, n, slurm)
+    if kind == "local":
+        threads = int(os.environ.get("KD_THREADS", 0)) or max(physical_cores() // n, 1)
+        futures = [ex.submit(work, todo, results_dir, data_dir, threads) for _ in range(n)]
+    else:
+        futures = ex.map_array(RunTask(), todo, [results_dir] * len(todo), [data_dir] * len(todo))
+    failed: dict[str, str] = {}
+    last, shown = 0.0, None
+    while True:
+        done = [f for f in futures if f.done()]
+        for f in done:
+            try:
+                out = f.result()
+                for key in (out if isinstance(out, dict) else {}):
+                    failed[key] = str(f.paths.stderr)
+            except Exception:  # noqa: BLE001 - a crashed job: its runs are whatever is not finished
+                idx = futures.index(f)
+                key = "/".join(map(str, todo[idx].key)) if kind == "slurm" else f"worker {idx}"
+                failed[key] = str(f.paths.stderr)
+        if len(done) == len(futures) or time.monotonic() - last >= every_s:
+            c = _counts(todo, results_dir, set(failed))
+            if c != shown or time.monotonic() - last >= 20 * every_s:   # a line per change
+                log(f"  {time.strftime('%H:%M')} runs: " + ", ".join(f"{v} {k}" for k, v in c.items()))
+                shown, last = c, time.monotonic()
+        if len(done) == len(futures):
+            break
+        time.sleep(1.0)
+    for key, path in failed.items():
+        log(f"  FAILED {key}: log {path}")
+    return failed
+
+
+def run_plan(plan_level: Callable[[int], list[Job]], kind: str, n: int, results_dir=None, data_dir=None,
+             folder=None, slurm: dict | None = None, log=print) -> dict:
+    """Train every level of the plan in turn (``plan_level(level)`` is asked again for each
+    level: pruning runs exist only once the students are trained); return the failures."""
+    failed = {}
+    for level in LEVELS:
+        todo = [j for j in plan_level(level) if not is_finished(j.dir(results_dir))]
+        if not todo:
+            continue
+        log(f"level {level}: {len(todo)} runs on {kind} executor ({n} {'workers' if kind == 'local' else 'at once'})")
+        failed |= run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log)
+        if failed:
+            log("stopping: later levels depend on the failed runs")
+            break
+    return failed

@@ -1,0 +1,181 @@
+"""Which runs each notebook trains: the one list that the notebooks train from
+(``plan.train``) and that the study runner lists and hands to its executors (``plan.jobs``).
+
+A notebook's runs follow from its parameters (the runner reads the defaults of the notebooks'
+``parameters`` cells, as papermill would run them). Runs come in dependency levels:
+
+- 0: needs nothing: teachers, no-KD students, the protocol ablation;
+- 1: needs the teacher (every distillation method);
+- 2: needs the distilled students: distill-then-prune prunes the best of them (chosen on
+  validation accuracy), so its runs are only known once level 1 has finished.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import ablation
+from .experiment import RunSpec, run, spec_for
+from .losses import hparams, loss_class
+from .params import declared
+from .presets import preset
+from .prune_sweep import prune_and_finetune, run_name
+from .results import best_run, load_results, results_root, run_dir
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the study, picklable (executors send it to worker processes)."""
+    notebook: str
+    run: str                     # the run's directory name
+    dataset: str
+    profile: str
+    seed: int
+    spec: RunSpec | None = None  # None for a pruning run (its spec needs the trained source)
+    prune: tuple | None = None   # (source, kind, amount, finetune, epochs)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.dataset, self.run, self.seed
+
+    @property
+    def level(self) -> int:
+        if self.prune:
+            return 2
+        return 1 if loss_class(self.spec.method).requires_teacher else 0
+
+    def dir(self, results_dir=None):
+        return run_dir(results_root(results_dir, self.profile), self.dataset, self.run, self.seed)
+
+    def __call__(self, results_dir=None, data_dir=None, *, progress: bool = True, wait: bool = True) -> dict:
+        if self.prune:
+            source, kind, amount, finetune, epochs = self.prune
+            return prune_and_finetune(source, kind, amount, finetune, dataset=self.dataset, profile=self.profile,
+                                      seeds=[self.seed], epochs=epochs, results_dir=results_dir,
+                                      data_dir=data_dir, wait=wait)[0]
+        return run(self.spec, results_dir, data_dir, profile=self.profile, progress=progress, wait=wait)
+
+
+def _runs(name, p, seeds="seeds", **kw) -> list[Job]:
+    """Jobs of one ``distill(name, ...)`` call, one per seed of parameter ``seeds``. A no-KD
+    variant that trains the baseline's own network (a pair study has one student) is the baseline."""
+    out = []
+    student = preset(p["dataset"], p["profile"]).student
+    for s in p[seeds]:
+        spec = spec_for(name, p["dataset"], p["profile"], s, **kw)
+        if spec.method == "ce" and name not in ("baseline", "teacher") and spec.model == student and "model" not in kw:
+            continue
+        out.append(Job(p["notebook"], spec.run, p["dataset"], p["profile"], s, spec))
+    return out
+
+
+def _method(method: str, *extra: str):
+    """A method notebook: the baseline, vanilla KD as the common reference, then the method
+    with the notebook's hyper-parameters (every parameter named like one of the loss's)."""
+    def jobs(p):
+        loss = {k: p[k] for k in hparams(method) if k in p}
+        return (_runs("baseline", p) + sum((_runs(e, p) for e in extra), [])
+                + _runs(method, p, loss=loss))
+    return jobs
+
+
+def _teacher(p):
+    out = _runs("teacher", p, "teacher_seeds")
+    if p.get("ablation"):
+        for s in p["teacher_seeds"]:
+            for _label, _role, spec, _study in ablation.specs(p["dataset"], p["profile"], s):
+                out.append(Job(p["notebook"], spec.run, p["dataset"], p["profile"], s, spec))
+    return out
+
+
+def _fitnets(p):
+    return (_runs("baseline", p) + _runs("kd", p) + _runs("fitnet_baseline", p)
+            + _runs("fitnets", p, loss={"stage1_frac": p["stage1_frac"]})
+            + _runs("fitnets_1stage", p, loss={"beta": p["beta_one_stage"]}))
+
+
+def _rkd(p):
+    return (_runs("baseline", p) + _runs("kd", p) + _runs("rkd", p, loss={"w_d": p["w_d"], "w_a": p["w_a"]})
+            + _runs("rkd_ref", p))
+
+
+def _pruning(p, results_dir=None):
+    """The two pruning sources (baseline and KD, then every pruned + fine-tuned run of the best
+    distilled student and of the baseline); the latter only once the students are trained."""
+    out = _runs("baseline", p, "prune_seeds") + _runs("kd", p, "prune_seeds")
+    try:
+        best = best_run(load_results(results_dir, p["profile"]), p["dataset"], model=preset(p["dataset"], p["profile"]).student)
+    except (ValueError, KeyError, AttributeError):
+        return out      # no distilled student yet: level 2 is planned after level 1
+    epochs = p["finetune_epochs"] or preset(p["dataset"], p["profile"]).prune_epochs
+    for source in (best, "baseline"):
+        for kind in p["kinds"]:
+            for amount in p["amounts"]:
+                for ft in p["finetune"]:
+                    for s in p["prune_seeds"]:
+                        out.append(Job(p["notebook"], run_name(source, kind, amount, ft), p["dataset"], p["profile"],
+                                       s, prune=(source, kind, amount, ft, epochs)))
+    return out
+
+
+# notebook -> its runs, given its parameters (plus "notebook"); one entry per training notebook
+NOTEBOOKS: dict[str, Callable] = {
+    "01_teacher": _teacher,
+    "02_student_baseline": lambda p: _runs("baseline", p) + _runs("baseline_mod", p) + _runs("fitnet_baseline", p),
+    "03_vanilla_kd": _method("kd"),
+    "04_fitnets": _fitnets,
+    "05_rkd": _rkd,
+    "06_feature_kd": _method("feature_kd", "kd"),
+    "07_at": _method("at", "kd"),
+    "08_dml": _method("dml", "kd"),
+    "09_byot": _method("byot", "kd"),
+    "10_dist": _method("dist", "kd"),
+    "11_srd": _method("srd", "kd"),
+    "12_srd_dist": _method("srd_dist", "kd", "srd"),
+    "13_dkd": _method("dkd", "kd"),
+    "20_pruning": _pruning,
+}
+
+
+def jobs(notebook: str, params: dict, results_dir=None) -> list[Job]:
+    """The runs ``notebook`` trains with ``params`` (missing ones: its parameters cell's defaults)."""
+    if notebook not in NOTEBOOKS:
+        return []
+    p = {**declared(notebook), **params, "notebook": notebook}
+    make = NOTEBOOKS[notebook]
+    listed = make(p, results_dir or p.get("results_dir")) if make is _pruning else make(p)
+    unique: dict[tuple, Job] = {}
+    for j in listed:
+        unique.setdefault(j.key, j)   # the ablation lists the study's own teacher again
+    return list(unique.values())
+
+
+def train(notebook: str, params: dict, *, progress: bool = True) -> list[list[dict]]:
+    """Train (or reuse) a notebook's runs in order; one list per run name (its seeds), as
+    ``distill`` returns them. Pruning runs are planned after their sources are trained."""
+    p = {**declared(notebook), **params}
+    done: dict[str, list[dict]] = {}
+    planned = jobs(notebook, p)
+    seen = set()
+    while planned:
+        for job in planned:
+            seen.add(job.key)
+            done.setdefault(job.run, []).append(job(p.get("results_dir"), p.get("data_dir"), progress=progress))
+        planned = [j for j in jobs(notebook, p) if j.key not in seen]
+    return list(done.values())
+
+
+def study_jobs(steps, profile: str, seeds, results_dir=None, data_dir=None, level: int | None = None) -> list[Job]:
+    """Every run of the study's ``(notebook, dataset)`` steps, without repeats (the baseline is
+    listed by several notebooks), in study order; ``level``: only that dependency level."""
+    out, seen = [], set()
+    for nb, ds in steps:
+        for job in jobs(nb, {"dataset": ds, "profile": profile, "seeds": list(seeds),
+                             "results_dir": results_dir, "data_dir": data_dir}, results_dir):
+            if job.key not in seen and (level is None or job.level == level):
+                seen.add(job.key)
+                out.append(job)
+    return out
+
+
+__all__ = ["Job", "NOTEBOOKS", "jobs", "train", "study_jobs"]

@@ -1,0 +1,222 @@
+"""The plan, the per-run lock and the executors (#17): the plan lists what the notebooks train;
+N local workers give the same store as inline; two processes never train one run twice; a
+killed worker's run is completed by the next invocation; the SLURM path through submitit's mock."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kd_helpers import executors, plan
+from kd_helpers.experiment import lock_path, train_teacher
+from kd_helpers.lock import Busy, RunLock, held
+from kd_helpers.results import finished_runs, is_finished, load_results, run_dir
+from kd_helpers.study import execute, run_study
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = {"dataset": "mnist5k", "profile": "smoke", "seeds": [0]}
+
+
+def stored(root) -> set[tuple]:
+    return {(d.parts[-3], d.parts[-2], int(d.parts[-1].split("_")[1])) for d in finished_runs(root)}
+
+
+def planned(root, pairs, seeds=(0,)) -> set[tuple]:
+    return {j.key for level in executors.LEVELS
+            for j in plan.study_jobs(pairs, "smoke", seeds, str(root), level=level)}
+
+
+@pytest.fixture(scope="module")
+def teacher_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    train_teacher("mnist5k", "smoke", results_dir=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fp32_teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher32")
+    os.environ["KD_PRECISION"] = "fp32"
+    try:
+        train_teacher("mnist5k", "smoke", results_dir=root)
+    finally:
+        del os.environ["KD_PRECISION"]
+    return root
+
+
+def copy_store(src, dst) -> Path:
+    shutil.copytree(src, dst)
+    return Path(dst)
+
+
+# ------------------------------------------------------------------ the plan
+
+def test_plan_lists_exactly_the_runs_the_notebooks_train(tmp_path, teacher_store):
+    root = copy_store(teacher_store, tmp_path / "r")
+    small = {"amounts": [0.5], "kinds": ["structured"], "finetune": ["kd"]}
+    for nb in ("02_student_baseline", "12_srd_dist", "20_pruning"):
+        execute(nb, tmp_path / f"{nb}.ipynb", {**SMOKE, "results_dir": str(root), **(small if nb == "20_pruning" else {})},
+                log=lambda *_: None)
+    listed = {("mnist5k", "teacher", 0)}
+    for nb in ("02_student_baseline", "12_srd_dist", "20_pruning"):
+        listed |= {j.key for j in plan.jobs(nb, {**SMOKE, **(small if nb == "20_pruning" else {})}, str(root))}
+    assert stored(root) == listed
+    # 20_pruning's level-2 runs: the best distilled student (on validation) and the baseline, pruned
+    pruned = {k[1] for k in listed if k[1].startswith("prune_")}
+    assert len(pruned) == 2 and "prune_struct_50_kd_baseline" in pruned
+
+
+def test_plan_covers_every_method_notebook_and_levels_follow_dependencies():
+    for nb in plan.NOTEBOOKS:
+        ds = "cifar10" if nb == "07_at" else "mnist5k"
+        jobs = plan.jobs(nb, {**SMOKE, "dataset": ds}, "/nonexistent")
+        assert jobs, nb
+        assert len({j.key for j in jobs}) == len(jobs), f"{nb} lists a run twice"
+        for j in jobs:
+            assert j.level == (1 if j.spec is not None and j.spec.teacher else 0 if j.spec is not None else 2)
+
+
+def test_notebook_parameters_reach_the_plan():
+    runs = {j.run for j in plan.jobs("13_dkd", {**SMOKE, "beta": 4.0})}
+    assert "dkd__beta=4" in runs and "dkd" not in runs
+    assert not any(j.run.startswith("ablation_") for j in plan.jobs("01_teacher", {**SMOKE, "ablation": False}))
+
+
+# ------------------------------------------------------------------ the lock
+
+def test_lock_excludes_breaks_stale_owners_and_reports_the_holder(tmp_path):
+    path = tmp_path / "seed_0.lock"
+    with RunLock(path):
+        assert held(path)["pid"] == os.getpid()
+        with pytest.raises(Busy, match="held by"):
+            RunLock(path, wait=False).acquire()
+    assert not path.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))   # a SIGKILLed worker's lock
+    assert held(path) is None
+    with RunLock(path, wait=False):
+        assert held(path)["pid"] == os.getpid()
+    path.write_text(json.dumps({"host": "another-node", "pid": 1}))
+    assert held(path) is not None                     # another node's heartbeat is fresh
+    old = time.time() - 3600
+    os.utime(path, (old, old))                         # ... and then stops: the node died
+    assert held(path) is None
+    with RunLock(path, wait=False):
+        pass
+
+
+RACE = textwrap.dedent("""
+    import sys
+    from kd_helpers.experiment import distill
+    r = distill("kd", "mnist5k", "smoke", results_dir=sys.argv[1], progress=False, epochs=3)[0]
+    print(r["metrics"]["test_acc"])
+""")
+
+
+def test_two_processes_racing_for_one_run_train_it_once(tmp_path, teacher_store):
+    root = copy_store(teacher_store, tmp_path / "r")
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(root)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    said = "".join(outs)
+    assert said.count("trained ") == 1 and said.count("reused ") == 1, said
+    assert len({o.strip().splitlines()[-1] for o in outs}) == 1       # the same result for both
+    log = (run_dir(root, "mnist5k", "kd", 0) / "train.log").read_text()
+    assert log.count("epoch 1:") == 1 and not lock_path(run_dir(root, "mnist5k", "kd", 0)).exists()
+
+
+# ------------------------------------------------------------------ executors
+
+def test_local_workers_give_the_store_inline_gives(tmp_path, fp32_teacher, monkeypatch):
+    monkeypatch.setenv("KD_THREADS", "1")   # the same threads everywhere, in fp32: the same bits
+    monkeypatch.setenv("KD_PRECISION", "fp32")
+    only = ["02_student_baseline", "03_vanilla_kd", "10_dist"]
+    kw = dict(datasets=["mnist5k"], seeds=[0], only=only, log=lambda *_: None)
+    inline = copy_store(fp32_teacher, tmp_path / "inline")
+    run_study("smoke", results_dir=str(inline), reports_dir=str(tmp_path / "rep_i"), **kw)
+    local = copy_store(fp32_teacher, tmp_path / "local")
+    lines = []
+    run_study("smoke", results_dir=str(local), reports_dir=str(tmp_path / "rep_l"), executor="local", jobs=2,
+              **{**kw, "log": lines.append})
+    assert stored(local) == stored(inline) == planned(local, [(nb, "mnist5k") for nb in only]) | {("mnist5k", "teacher", 0)}
+    assert any("0 queued, 0 running" in line and "0 failed" in line for line in lines), lines
+    a, b = (load_results(r).set_index(["run", "seed"]).sort_index() for r in (inline, local))
+    for col in ("test_acc", "val_acc", "test_errors", "selected_epoch"):
+        assert a[col].equals(b[col]), col
+    differ = [str(d.relative_to(inline)) for d in finished_runs(inline)
+              if not np.array_equal(np.load(d / "predictions.npz")["logits"],
+                                    np.load(local / d.relative_to(inline) / "predictions.npz")["logits"])]
+    assert not differ
+    # the notebooks of the local invocation trained nothing: every run came from the workers
+    t = json.loads((tmp_path / "rep_l" / "timings.json").read_text())["notebooks"]
+    assert all(v["trained_runs"] == 0 for v in t.values())
+    assert list((local / "_jobs").glob("*_log.err"))
+
+
+KD_40 = textwrap.dedent("""
+    from dataclasses import replace
+    from kd_helpers import plan
+    def kd_40(level=1):   # the KD run with 40 epochs: long enough to be killed mid-run
+        return [replace(j, spec=replace(j.spec, train=replace(j.spec.train, epochs=40))) for j in
+                plan.jobs("03_vanilla_kd", {"dataset": "mnist5k", "profile": "smoke", "seeds": [0]})
+                if j.run == "kd" and j.level == level]
+""")
+WORKER = KD_40 + "import sys\nfrom kd_helpers import executors\nexecutors.work(kd_40(), sys.argv[1], threads=1)\n"
+
+
+def test_a_killed_worker_leaves_a_store_the_next_invocation_completes(tmp_path, teacher_store):
+    root = copy_store(teacher_store, tmp_path / "r")
+    d = run_dir(root, "mnist5k", "kd", 0)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(root)], cwd=REPO)
+    t0 = time.time()
+    while not (d / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.time() - t0 < 120
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert lock_path(d).exists() and held(lock_path(d)) is None   # left behind, and seen as stale
+    assert not is_finished(d)
+    ns = {}
+    exec(KD_40, ns)
+    failed = executors.run_plan(ns["kd_40"], "local", 1, str(root), log=lambda *_: None)
+    assert not failed and is_finished(d) and not lock_path(d).exists()
+    log = (d / "train.log").read_text()
+    assert "resuming after epoch" in log and log.count("epoch 40:") == 1
+
+
+# ------------------------------------------------------------------ SLURM, without a cluster
+
+def test_slurm_arrays_carry_the_options_and_a_task_trains_its_run(tmp_path, teacher_store):
+    from submitit.core import submission
+    from submitit.slurm.test_slurm import mocked_slurm
+    root = copy_store(teacher_store, tmp_path / "r")
+    jobs = [j for j in plan.jobs("03_vanilla_kd", SMOKE) if j.run == "kd"] + plan.jobs("02_student_baseline", SMOKE)
+    with mocked_slurm() as mock:
+        ex = executors.make_executor("slurm", tmp_path / "logs", 2,
+                                     {"slurm_partition": "gpu", "timeout_min": 90, "gpus_per_node": 1})
+        futures = ex.map_array(executors.RunTask(), jobs, [str(root)] * len(jobs), [None] * len(jobs))
+        script = next((tmp_path / "logs").glob("*submission.sh")).read_text()
+        assert f"#SBATCH --array=0-{len(jobs) - 1}%2" in script
+        assert "#SBATCH --partition=gpu" in script and "#SBATCH --time=90" in script
+        assert "#SBATCH --gpus-per-node=1" in script and "#SBATCH --cpus-per-task=4" in script
+        with mock.job_context(futures[0].job_id):
+            submission.process_job(futures[0].paths.folder)
+        assert futures[0].result() == "mnist5k/kd/0" and is_finished(run_dir(root, "mnist5k", "kd", 0))
+
+
+def test_a_preempted_task_releases_its_lock_and_is_requeued_with_the_same_job(tmp_path):
+    job = plan.jobs("02_student_baseline", SMOKE)[0]
+    lock = lock_path(job.dir(str(tmp_path)))
+    RunLock(lock).acquire()._stop.set()          # held by this process, as inside a running task
+    delayed = executors.RunTask().checkpoint(job, str(tmp_path))
+    assert not lock.exists() and delayed.args[0] == job
