@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .findings import REFERENCE, study_findings, versus_baselines
+from .presets import PROOF_EPOCHS
 from .results import load_results, read_json, results_root
 from .stats import mean_ci, relative_to_teacher
 from .study import STEPS, load_timings
@@ -138,7 +139,7 @@ EXPERIMENTS = [
     ("ResNet-34 -> compact student, then pruning", "cifar10 / tinyimagenet", ["resnet34-mobilenetv2"],
      "KD, distill-then-prune", "no Tiny-ImageNet here and ResNet-34 needs a GPU; the student is MobileNetV2 "
      "(2.24M with 10 classes, 2.48M with 200), the closest registered network to the study's ~3.5M"),
-    ("Proof on this machine: CIFAR-10, 15 epochs, one seed", "cifar10", ["wrn_40_2-wrn_16_2", "resnet56-resnet20"],
+    (f"Proof on this machine: CIFAR-10, {PROOF_EPOCHS} epochs, one seed", "cifar10", ["wrn_40_2-wrn_16_2", "resnet56-resnet20"],
      "baseline, KD, DKD, DIST", ""),
 ]
 

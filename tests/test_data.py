@@ -140,7 +140,7 @@ def test_imagefolder_size_and_a_tree_too_large_for_memory(tmp_path, monkeypatch)
 
 def test_a_pair_study_reads_its_dataset_and_trains_its_pair():
     from kd_helpers.data import data_name
-    from kd_helpers.presets import family, preset, split_study
+    from kd_helpers.presets import PROOF_EPOCHS, family, preset, split_study
     assert data_name("cifar100@wrn_40_2-wrn_16_2") == "cifar100"
     assert split_study("cifar10@resnet56-resnet20")[1].teacher == "resnet56" and family("cifar10@resnet56-resnet20") == "pair"
     p = preset("cifar100@wrn_40_2-wrn_16_2", "paper")   # RepDistiller's protocol
@@ -151,6 +151,6 @@ def test_a_pair_study_reads_its_dataset_and_trains_its_pair():
     assert preset("cifar100@resnet32x4-resnet8x4", "paper").loss["dkd"]["beta"] == 8.0
     assert preset("cifar100@resnet18-mobilenetv2", "paper").train.lr == 0.01
     proof = preset("cifar10@wrn_40_2-wrn_16_2", "paper").train   # the 2-core proof schedule
-    assert (proof.epochs, proof.schedule, proof.augment) == (15, "cosine", False)
+    assert (proof.epochs, proof.schedule, proof.augment) == (PROOF_EPOCHS, "cosine", False)
     with pytest.raises(ValueError, match="Unknown teacher-student pair 'a-b'.*resnet56-resnet20"):
         preset("cifar10@a-b", "paper")
