@@ -46,7 +46,7 @@ def inline(pairs, seeds, results_dir) -> float:
 def local(pairs, seeds, results_dir, jobs) -> float:
     from kd_helpers import executors, plan
     t0 = time.perf_counter()
-    failed = executors.run_plan(lambda level: plan.study_jobs(pairs, "quick", seeds, str(results_dir), level=level),
+    failed = executors.run_plan(plan.StudyPlan(tuple(pairs), "quick", tuple(seeds), str(results_dir)),
                                 "local", jobs, str(results_dir), log=lambda *_: None)
     if failed:
         raise SystemExit(f"runs failed: {failed}")

@@ -32,7 +32,7 @@ EXECUTORS = ("inline", "local", "slurm")
 LEVELS = (0, 1, 2)
 
 
-def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None = None, poll_s: float = 2.0) -> dict:
+def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None = None, poll_s: float = 0.5) -> dict:
     """One local worker: train every unfinished run of ``jobs`` that no other worker holds, come
     back to the held ones until they are finished; return ``{run key: traceback}`` of failures."""
     if threads:   # read by util.setup_threads when the first run starts, as in a notebook's kernel
@@ -53,6 +53,18 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
             progressed = True
         if pending and not progressed:
             time.sleep(poll_s)
+    return failed
+
+
+def work_levels(plan_level: Callable[[int], list[Job]], results_dir=None, data_dir=None,
+                threads: int | None = None) -> dict:
+    """One local worker for the whole plan: level by level (a level is finished by all workers
+    together before anyone plans the next), one process start and one data load per worker."""
+    failed = {}
+    for level in LEVELS:
+        failed |= work(plan_level(level), results_dir, data_dir, threads)
+        if failed:
+            break
     return failed
 
 
@@ -100,14 +112,16 @@ def _counts(jobs: list[Job], results_dir, failed: set) -> dict:
 
 
 def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=None, folder=None,
-              slurm: dict | None = None, log=print, every_s: float = 30.0) -> dict:
+              slurm: dict | None = None, log=print, every_s: float = 30.0, plan_level=None) -> dict:
     """Train ``todo`` with ``n`` local workers or as a SLURM array; report progress every
-    ``every_s``; return ``{run key: log path}`` of the failed runs."""
+    ``every_s``; return ``{run key: log path}`` of the failed runs. Local workers given
+    ``plan_level`` go on through every level themselves (``todo``: what to show progress of)."""
     folder = Path(folder or results_root(results_dir, todo[0].profile) / "_jobs")
     ex = make_executor(kind, folder, n, slurm)
     if kind == "local":
         threads = int(os.environ.get("KD_THREADS", 0)) or max(physical_cores() // n, 1)
-        futures = [ex.submit(work, todo, results_dir, data_dir, threads) for _ in range(n)]
+        futures = [ex.submit(work_levels, plan_level, results_dir, data_dir, threads) if plan_level else
+                   ex.submit(work, todo, results_dir, data_dir, threads) for _ in range(n)]
     else:
         futures = ex.map_array(RunTask(), todo, [results_dir] * len(todo), [data_dir] * len(todo))
     failed: dict[str, str] = {}
@@ -140,12 +154,18 @@ def run_plan(plan_level: Callable[[int], list[Job]], kind: str, n: int, results_
              folder=None, slurm: dict | None = None, log=print) -> dict:
     """Train every level of the plan in turn (``plan_level(level)`` is asked again for each
     level: pruning runs exist only once the students are trained); return the failures."""
+    if kind == "local":   # one set of workers walks every level (no process start per level)
+        todo = [j for level in LEVELS for j in plan_level(level) if not is_finished(j.dir(results_dir))]
+        if not todo:
+            return {}
+        log(f"{len(todo)} runs planned (pruning runs are added once the students are trained) on {n} local workers")
+        return run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log, plan_level=plan_level)
     failed = {}
     for level in LEVELS:
         todo = [j for j in plan_level(level) if not is_finished(j.dir(results_dir))]
         if not todo:
             continue
-        log(f"level {level}: {len(todo)} runs on {kind} executor ({n} {'workers' if kind == 'local' else 'at once'})")
+        log(f"level {level}: {len(todo)} runs as a SLURM array ({n} at once)")
         failed |= run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log)
         if failed:
             log("stopping: later levels depend on the failed runs")

@@ -80,7 +80,9 @@ def _method(method: str, *extra: str):
 
 
 def _teacher(p):
-    out = _runs("teacher", p, "teacher_seeds")
+    """The teacher on every seed (its accuracy is a mean over seeds like every number of the
+    study; students distil from ``teacher_seeds``), then the protocol ablation's runs."""
+    out = _runs("teacher", {**p, "all": sorted(set(p["teacher_seeds"]) | set(p["seeds"]))}, "all")
     if p.get("ablation"):
         for s in p["teacher_seeds"]:
             for _label, _role, spec, _study in ablation.specs(p["dataset"], p["profile"], s):
@@ -178,4 +180,18 @@ def study_jobs(steps, profile: str, seeds, results_dir=None, data_dir=None, leve
     return out
 
 
-__all__ = ["Job", "NOTEBOOKS", "jobs", "train", "study_jobs"]
+@dataclass(frozen=True)
+class StudyPlan:
+    """``study_jobs`` of fixed steps as a picklable callable of the level (workers re-plan each
+    level themselves: the pruning runs are known only once the students are trained)."""
+    steps: tuple
+    profile: str
+    seeds: tuple
+    results_dir: str | None = None
+    data_dir: str | None = None
+
+    def __call__(self, level: int) -> list[Job]:
+        return study_jobs(self.steps, self.profile, self.seeds, self.results_dir, self.data_dir, level=level)
+
+
+__all__ = ["Job", "NOTEBOOKS", "StudyPlan", "jobs", "train", "study_jobs"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from .data import DatasetDamagedError, DatasetNotFoundError, load_dataset
 from .presets import PAIRS, PROFILES, family, preset
 from .executors import EXECUTORS, run_plan
-from .plan import study_jobs
+from .plan import StudyPlan, study_jobs
 from .results import finished_runs, is_finished, read_json, results_root
 from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores
 
@@ -53,7 +53,7 @@ STEPS = [
 DEFAULTS = {  # profile -> datasets, seeds
     "smoke": (["mnist5k"], [0]),
     "quick": (["mnist5k", "cifar10?"], [0, 1, 2]),   # "?": only if its files are found (never downloaded)
-    "paper": (["mnist", "cifar10"], [0]),
+    "paper": (["mnist", "cifar10"], [0, 1, 2]),
 }
 
 
@@ -138,7 +138,7 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
         return show_plan(pairs, profile, seeds, results_dir, data_dir, log)
     log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds} executor={executor}")
     if executor != "inline":
-        failed = run_plan(lambda level: study_jobs(pairs, profile, seeds, results_dir, data_dir, level=level),
+        failed = run_plan(StudyPlan(tuple(pairs), profile, tuple(seeds), results_dir, data_dir),
                           executor, jobs, results_dir, data_dir, slurm=slurm, log=log)
         if failed:
             raise NotebookFailed(f"{len(failed)} runs failed; their logs: " + ", ".join(sorted(set(failed.values()))))
