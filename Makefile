@@ -6,7 +6,7 @@ PROFILE ?= quick
 JOBS   ?= 2
 LAB_FLAGS ?=        # e.g. --allow-root --no-browser on a server
 
-.PHONY: study test bench report publish lab html clean-results
+.PHONY: study test bench report publish restore lab html clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ report: $(VENV)/.installed  ## rewrite the README results table from the results
 
 publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$(PROFILE)/store (committed for paper)
 	$(PY) -m kd_helpers.publish --profile $(PROFILE)
+
+restore: $(VENV)/.installed ## fresh clone: copy reports/$(PROFILE)/store's runs into results/$(PROFILE) to continue the study
+	$(PY) -m kd_helpers.publish --profile $(PROFILE) --restore
 
 lab: $(VENV)/.installed     ## explore the notebooks in JupyterLab with the project's environment
 	$(PY) -m ipykernel install --user --name kd-study --display-name "kd-study (.venv)"

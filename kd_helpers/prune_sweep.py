@@ -23,7 +23,8 @@ def pruning_start(source_dir, source: str, kind: str, amount: float, importance:
     if kind not in prune.KINDS:
         raise ValueError(f"Unknown pruning kind '{kind}'. Available: {', '.join(prune.KINDS)}")
     verify_run(source_dir)   # a damaged source is named, never pruned
-    source_sha = read_json(source_dir / MANIFEST)["model.pt"]["sha256"]
+    manifest = read_json(source_dir / MANIFEST)   # a published (compact) source names its original weights
+    source_sha = (manifest.get("model.pt") or manifest.get("published_from", {}).get("model.pt", {}))["sha256"]
 
     def prepare(_fresh, data):
         model = load_model(source_dir / "model.pt", num_classes=data.num_classes, in_shape=data.input_shape)

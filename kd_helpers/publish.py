@@ -7,6 +7,7 @@ and teacher-output caches stay behind). Each published run gets its own manifest
 compact copy is checked like any run; ``published_from`` in it names the original's sha256s.
 
     python -m kd_helpers.publish --profile paper [--results-dir results/paper] [--to reports/paper/store]
+    python -m kd_helpers.publish --profile paper --restore     # fresh clone: continue on top of them
 """
 from __future__ import annotations
 
@@ -53,13 +54,33 @@ def publish(results_dir, to, teachers=("teacher",)) -> list[Path]:
     return out
 
 
+def restore(store, results_dir) -> list[Path]:
+    """Copy the published runs that ``results_dir`` lacks into it, so a fresh clone continues the
+    study (new seeds, datasets or pairs) on top of them instead of retraining them."""
+    src_root, dst_root, out = Path(store), Path(results_dir), []
+    for src in finished_runs(src_root):
+        dst = dst_root / src.relative_to(src_root)
+        if not (dst / MANIFEST).exists():
+            if dst.exists():
+                shutil.rmtree(dst)   # an unfinished attempt: the published run replaces it
+            shutil.copytree(src, dst)
+            out.append(dst)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--results-dir", default=None, help="default: $KD_RESULTS_DIR or results/<profile>")
     ap.add_argument("--to", default=None, help="default: reports/<profile>/store")
+    ap.add_argument("--restore", action="store_true",
+                    help="the other way: copy the published runs the results dir lacks into it (fresh clone)")
     args = ap.parse_args(argv)
     to = Path(args.to or REPO_ROOT / "reports" / args.profile / "store")
+    if args.restore:
+        done = restore(to, results_root(args.results_dir, args.profile))
+        print(f"restored {len(done)} published runs into {results_root(args.results_dir, args.profile)}")
+        return
     done = publish(results_root(args.results_dir, args.profile), to)
     size = sum(f.stat().st_size for f in to.rglob("*") if f.is_file())
     print(f"published {len(done)} runs to {to} ({size / 1e6:.1f} MB)")

@@ -54,3 +54,21 @@ def test_republishing_is_idempotent_and_a_damaged_run_is_not_published(store, tm
     (run_dir(copy, "mnist5k", "kd", 0) / "history.csv").write_text("epoch\n1\n")
     with pytest.raises(DamagedRun, match="history.csv"):
         publish(copy, tmp_path / "other")
+
+
+def test_restore_continues_a_study_on_a_fresh_clone_without_retraining(store, tmp_path, monkeypatch):
+    """Published runs copied back into an empty results dir: students are reused, new seeds train
+    against the published teacher, and a published student can be a pruning source."""
+    from kd_helpers import experiment
+    from kd_helpers.prune_sweep import pruning_start
+    from kd_helpers.publish import restore
+    pub, fresh = tmp_path / "pub", tmp_path / "fresh"
+    publish(store, pub)
+    (fresh / "mnist5k" / "kd" / "seed_0").mkdir(parents=True)          # an unfinished attempt is replaced
+    assert len(restore(pub, fresh)) == len(list(pub.glob("*/*/seed_*")))
+    assert restore(pub, fresh) == []                                   # idempotent
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a published run"))
+    distill("kd", "mnist5k", "smoke", seeds=[0, 1], results_dir=fresh, progress=False)
+    start = pruning_start(run_dir(fresh, "mnist5k", "kd", 0), "kd", "structured", 0.5)
+    original = json.loads((run_dir(store, "mnist5k", "kd", 0) / "manifest.json").read_text())["model.pt"]["sha256"]
+    assert start.record["from_model_sha256"] == original
