@@ -2,8 +2,8 @@
 without retraining (``reports/<profile>/store``, committed).
 
 Every finished run keeps its config, environment, metrics, per-epoch history, training log and
-per-sample test logits (float16); teachers keep their weights (students' weights, checkpoints
-and teacher-output caches stay behind). Each published run gets its own manifest, so the
+per-sample test logits (float16); the teachers students distil from keep their weights
+(students' weights, checkpoints and teacher-output caches stay behind). Each published run gets its own manifest, so the
 compact copy is checked like any run; ``published_from`` in it names the original's sha256s.
 
     python -m kd_helpers.publish --profile paper [--results-dir results/paper] [--to reports/paper/store]
@@ -43,13 +43,24 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
     write_manifest(dst, published_from=manifest)
 
 
-def publish(results_dir, to, teachers=("teacher",)) -> list[Path]:
+def distilled_from(root: Path) -> set[Path]:
+    """The teacher runs some student distils from (``<dataset>/<teacher>/seed_<k>``): the only
+    weights a published store keeps (teachers of the other seeds are reported, not reused)."""
+    out = set()
+    for d in finished_runs(root):
+        cfg = read_json(d / "config.json")
+        if cfg.get("teacher"):
+            out.add(d.parent.parent / cfg["teacher"] / f"seed_{cfg.get('teacher_seed', 0)}")
+    return out
+
+
+def publish(results_dir, to) -> list[Path]:
     """Publish every finished run of ``results_dir`` into ``to``; return the published directories."""
     src_root, dst_root, out = Path(results_dir), Path(to), []
+    teachers = distilled_from(src_root)
     for src in finished_runs(src_root):
-        rel = src.relative_to(src_root)
-        dst = dst_root / rel
-        publish_run(src, dst, keep_weights=rel.parts[1] in teachers)
+        dst = dst_root / src.relative_to(src_root)
+        publish_run(src, dst, keep_weights=src in teachers)
         out.append(dst)
     return out
 

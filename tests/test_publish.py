@@ -12,21 +12,22 @@ from kd_helpers.results import DamagedRun, load_predictions, load_results, run_d
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("src")
-    train_teacher("mnist5k", "smoke", results_dir=root, progress=False)
+    train_teacher("mnist5k", "smoke", seeds=[0, 1], results_dir=root, progress=False)
     distill("kd", "mnist5k", "smoke", seeds=[0, 1], results_dir=root, progress=False)
     return root
 
 
 def test_published_store_reads_like_the_original_and_is_compact(store, tmp_path):
     out = tmp_path / "pub"
-    assert len(publish(store, out)) == 3
+    assert len(publish(store, out)) == 4
     a, b = load_results(store), load_results(out)
     cols = ["dataset", "run", "seed", "test_acc", "test_errors", "params", "train_s", "precision"]
     assert a[cols].sort_values(["run", "seed"]).to_numpy().tolist() == b[cols].sort_values(["run", "seed"]).to_numpy().tolist()
     for r in a.itertuples():
         p, q = load_predictions(r.dir), load_predictions(out / "mnist5k" / r.run / f"seed_{r.seed}")
         assert q["logits"].dtype == np.float16 and (p["logits"].argmax(1) == q["logits"].argmax(1)).all()
-    assert (run_dir(out, "mnist5k", "teacher", 0) / "model.pt").exists()       # teachers keep their weights
+    assert (run_dir(out, "mnist5k", "teacher", 0) / "model.pt").exists()       # the students' teacher keeps its weights
+    assert not (run_dir(out, "mnist5k", "teacher", 1) / "model.pt").exists()   # a teacher no student distils from does not
     assert not (run_dir(out, "mnist5k", "kd", 0) / "model.pt").exists()        # students do not
     size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
     assert size(out) < 0.5 * size(store)
