@@ -122,7 +122,9 @@ class Dataset:
             yield xb, y_all[idx.to(y_all.device)].to(device, non_blocking=True), idx
 
     def summary(self) -> dict:
-        return {"dataset": self.name, "source": self.source, "input_shape": self.input_shape,
+        # the folder as seen from the data dir: no machine's directories in an executed notebook
+        source = "/".join(Path(self.source).parts[-2:]) if os.sep in str(self.source) else self.source
+        return {"dataset": self.name, "source": source, "input_shape": self.input_shape,
                 "classes": self.num_classes, "augment": self.augment,
                 **{f"n_{s}": len(v) for s, v in self.y.items()}}
 

@@ -44,9 +44,10 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
 
 
 def distilled_from(root: Path) -> set[Path]:
-    """The teacher runs some student distils from (``<dataset>/<teacher>/seed_<k>``): the only
-    weights a published store keeps (teachers of the other seeds are reported, not reused)."""
-    out = set()
+    """The teacher runs some student distils from (``<dataset>/<teacher>/seed_<k>``), and every
+    study's seed-0 teacher (the one students distil from by default, also before any student is
+    trained): the only weights a published store keeps (other teacher seeds are only reported)."""
+    out = {d for d in finished_runs(root) if d.parent.name == "teacher" and d.name == "seed_0"}   # students to come
     for d in finished_runs(root):
         cfg = read_json(d / "config.json")
         if cfg.get("teacher"):

@@ -84,8 +84,22 @@ def execute(nb: str, out: Path, params: dict, log=print) -> float:
         raise NotebookFailed(f"Notebook {nb} failed ({params.get('dataset', 'all datasets')}): "
                              f"{e.ename}: {e.evalue}\n  Executed copy with the traceback: {out}") from None
     dt = time.perf_counter() - t0
+    strip_machine_paths(out)
     log(f"  {nb:<22} {params.get('dataset', ''):<12} {dt:7.1f}s  -> {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
     return dt
+
+
+def strip_machine_paths(path: Path) -> None:
+    """papermill records the absolute input/output paths in the notebook's metadata: keep them
+    relative to the repository, so a committed executed notebook names no machine's directories."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            p = Path(meta[key])
+            meta[key] = str(p.relative_to(REPO_ROOT)) if p.is_absolute() and p.is_relative_to(REPO_ROOT) else p.name
+    nbformat.write(nb, path)
 
 
 def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_dir=None, reports_dir=None,
