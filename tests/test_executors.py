@@ -62,11 +62,11 @@ def copy_store(src, dst) -> Path:
 def test_plan_lists_exactly_the_runs_the_notebooks_train(tmp_path, teacher_store):
     root = copy_store(teacher_store, tmp_path / "r")
     small = {"amounts": [0.5], "kinds": ["structured"], "finetune": ["kd"]}
-    for nb in ("02_student_baseline", "12_srd_dist", "20_pruning"):
+    for nb in ("12_srd_dist", "20_pruning"):
         execute(nb, tmp_path / f"{nb}.ipynb", {**SMOKE, "results_dir": str(root), **(small if nb == "20_pruning" else {})},
                 log=lambda *_: None)
     listed = {("mnist5k", "teacher", 0)}
-    for nb in ("02_student_baseline", "12_srd_dist", "20_pruning"):
+    for nb in ("12_srd_dist", "20_pruning"):
         listed |= {j.key for j in plan.jobs(nb, {**SMOKE, **(small if nb == "20_pruning" else {})}, str(root))}
     assert stored(root) == listed
     # 20_pruning's level-2 runs: the best distilled student (on validation) and the baseline, pruned
@@ -140,7 +140,7 @@ def test_two_processes_racing_for_one_run_train_it_once(tmp_path, teacher_store)
 def test_local_workers_give_the_store_inline_gives(tmp_path, fp32_teacher, monkeypatch):
     monkeypatch.setenv("KD_THREADS", "1")   # the same threads everywhere, in fp32: the same bits
     monkeypatch.setenv("KD_PRECISION", "fp32")
-    only = ["02_student_baseline", "03_vanilla_kd", "10_dist"]
+    only = ["03_vanilla_kd", "10_dist"]
     kw = dict(datasets=["mnist5k"], seeds=[0], only=only, log=lambda *_: None)
     inline = copy_store(fp32_teacher, tmp_path / "inline")
     run_study("smoke", results_dir=str(inline), reports_dir=str(tmp_path / "rep_i"), **kw)
@@ -166,8 +166,8 @@ def test_local_workers_give_the_store_inline_gives(tmp_path, fp32_teacher, monke
 KD_40 = textwrap.dedent("""
     from dataclasses import replace
     from kd_helpers import plan
-    def kd_40(level=1):   # the KD run with 40 epochs: long enough to be killed mid-run
-        return [replace(j, spec=replace(j.spec, train=replace(j.spec.train, epochs=40))) for j in
+    def kd_40(level=1):   # the KD run with 12 epochs: long enough to be killed mid-run
+        return [replace(j, spec=replace(j.spec, train=replace(j.spec.train, epochs=12))) for j in
                 plan.jobs("03_vanilla_kd", {"dataset": "mnist5k", "profile": "smoke", "seeds": [0]})
                 if j.run == "kd" and j.level == level]
 """)
@@ -191,7 +191,7 @@ def test_a_killed_worker_leaves_a_store_the_next_invocation_completes(tmp_path, 
     failed = executors.run_plan(ns["kd_40"], "local", 1, str(root), log=lambda *_: None)
     assert not failed and is_finished(d) and not lock_path(d).exists()
     log = (d / "train.log").read_text()
-    assert "resuming after epoch" in log and log.count("epoch 40:") == 1
+    assert "resuming after epoch" in log and log.count("epoch 12:") == 1
 
 
 # ------------------------------------------------------------------ SLURM, without a cluster
