@@ -2,14 +2,14 @@
 
 - ``inline`` (default): nothing here; the notebooks train their runs one after another.
 - ``local``: N worker processes on this machine (submitit's local executor), cores / N threads
-  each. Every worker walks the level's runs and takes whichever no one holds (the per-run lock of
-  ``experiment.run``), so the N workers share the work without a queue.
+  each. Every worker walks the plan level by level and takes whichever run no one holds (the
+  per-run lock of ``experiment.run``), so the N workers share the work without a queue.
 - ``slurm``: one SLURM job array per level through submitit (one task per run, at most
   ``--jobs`` at once), partition/time/GPU options passed through. A preempted or timed-out
   task is requeued by submitit and resumes from its last epoch checkpoint.
 
 Afterwards the runner executes the notebooks as usual; they find every run finished and reuse it.
-Job logs: ``<results_dir>/_jobs/`` (``%j`` is the SLURM / local job id).
+Job logs: ``<results_dir>/_jobs/`` (``<job id>_<task>_log.out/.err``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
                 except Busy:
                     continue
                 except Exception:  # noqa: BLE001 - one failed run must not stop the others; reported
-                    failed["/".join(map(str, job.key))] = traceback.format_exc()
+                    failed[job.label] = traceback.format_exc()
             pending.remove(job)
             progressed = True
         if pending and not progressed:
@@ -76,7 +76,7 @@ class RunTask(submitit.helpers.Checkpointable):
     def __call__(self, job: Job, results_dir=None, data_dir=None) -> str:
         os.environ["KD_PROGRESS"] = "0"
         job(results_dir, data_dir, progress=False, wait=True)
-        return "/".join(map(str, job.key))
+        return job.label
 
     def checkpoint(self, job: Job, results_dir=None, data_dir=None):
         lock = lock_path(job.dir(results_dir))
@@ -101,27 +101,26 @@ def make_executor(kind: str, folder, jobs: int, slurm: dict | None = None) -> su
     return ex
 
 
-def _counts(jobs: list[Job], results_dir, failed: set) -> dict:
+def counts(jobs: list[Job], results_dir, failed: set) -> dict:
+    """How many of ``jobs`` are queued / running (a live lock) / finished / failed."""
     c = {"queued": 0, "running": 0, "finished": 0, "failed": 0}
     for j in jobs:
         d = j.dir(results_dir)
-        key = "/".join(map(str, j.key))
-        c["failed" if key in failed else "finished" if is_finished(d) else "running" if held(lock_path(d))
+        c["failed" if j.label in failed else "finished" if is_finished(d) else "running" if held(lock_path(d))
           else "queued"] += 1
     return c
 
 
 def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=None, folder=None,
               slurm: dict | None = None, log=print, every_s: float = 30.0, plan_level=None) -> dict:
-    """Train ``todo`` with ``n`` local workers or as a SLURM array; report progress every
-    ``every_s``; return ``{run key: log path}`` of the failed runs. Local workers given
-    ``plan_level`` go on through every level themselves (``todo``: what to show progress of)."""
+    """Train with ``n`` local workers (each walks every level of ``plan_level`` itself; ``todo``
+    is what progress is shown of) or ``todo`` as a SLURM array; report progress every
+    ``every_s``; return ``{run: log path}`` of the failed runs."""
     folder = Path(folder or results_root(results_dir, todo[0].profile) / "_jobs")
     ex = make_executor(kind, folder, n, slurm)
     if kind == "local":
         threads = int(os.environ.get("KD_THREADS", 0)) or max(physical_cores() // n, 1)
-        futures = [ex.submit(work_levels, plan_level, results_dir, data_dir, threads) if plan_level else
-                   ex.submit(work, todo, results_dir, data_dir, threads) for _ in range(n)]
+        futures = [ex.submit(work_levels, plan_level, results_dir, data_dir, threads) for _ in range(n)]
     else:
         futures = ex.map_array(RunTask(), todo, [results_dir] * len(todo), [data_dir] * len(todo))
     failed: dict[str, str] = {}
@@ -135,10 +134,10 @@ def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=Non
                     failed[key] = str(f.paths.stderr)
             except Exception:  # noqa: BLE001 - a crashed job: its runs are whatever is not finished
                 idx = futures.index(f)
-                key = "/".join(map(str, todo[idx].key)) if kind == "slurm" else f"worker {idx}"
+                key = todo[idx].label if kind == "slurm" else f"worker {idx}"
                 failed[key] = str(f.paths.stderr)
         if len(done) == len(futures) or time.monotonic() - last >= every_s:
-            c = _counts(todo, results_dir, set(failed))
+            c = counts(todo, results_dir, set(failed))
             if c != shown or time.monotonic() - last >= 20 * every_s:   # a line per change
                 log(f"  {time.strftime('%H:%M')} runs: " + ", ".join(f"{v} {k}" for k, v in c.items()))
                 shown, last = c, time.monotonic()

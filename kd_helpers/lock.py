@@ -82,10 +82,11 @@ class RunLock:
                        "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
         return True
 
-    def _break_if_stale(self) -> dict:
+    def _live_owner(self) -> dict | None:
+        """Who holds the lock, or None once it is released or broken (a stale one is broken)."""
         owner = _owner(self.path)
         if owner is None:
-            return {}
+            return None
         if is_stale(self.path, owner):
             grave = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
             try:
@@ -93,15 +94,15 @@ class RunLock:
                 grave.unlink(missing_ok=True)
             except FileNotFoundError:
                 pass   # another breaker was first
-            return {}
+            return None
         return owner
 
     def acquire(self) -> "RunLock":
         while not self._try():
-            owner = self._break_if_stale()
-            if owner and not self.wait:
+            owner = self._live_owner()   # {} while its owner is still writing it: held all the same
+            if owner is not None and not self.wait:
                 raise Busy(self.path, owner)
-            if owner:
+            if owner is not None:
                 time.sleep(self.poll_s)
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()

@@ -39,6 +39,10 @@ class Job:
         return self.dataset, self.run, self.seed
 
     @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.run}/{self.seed}"
+
+    @property
     def level(self) -> int:
         if self.prune:
             return 2
@@ -105,9 +109,12 @@ def _pruning(p, results_dir=None):
     """The two pruning sources (baseline and KD, then every pruned + fine-tuned run of the best
     distilled student and of the baseline); the latter only once the students are trained."""
     out = _runs("baseline", p, "prune_seeds") + _runs("kd", p, "prune_seeds")
+    df = load_results(results_dir, p["profile"])
     try:
-        best = best_run(load_results(results_dir, p["profile"]), p["dataset"], model=preset(p["dataset"], p["profile"]).student)
-    except (ValueError, KeyError, AttributeError):
+        best = best_run(df, p["dataset"], model=preset(p["dataset"], p["profile"]).student) if len(df) else None
+    except ValueError:
+        best = None
+    if best is None:
         return out      # no distilled student yet: level 2 is planned after level 1
     epochs = p["finetune_epochs"] or preset(p["dataset"], p["profile"]).prune_epochs
     for source in (best, "baseline"):

@@ -67,9 +67,10 @@ PAIRS = {
 }
 
 
-# Measured on this machine (1 thread, bf16, batch 64, under load): WRN-40-2 trains at ~50-90 img/s
-# per core, WRN-16-2 ~150-300, ResNet-56 ~100-170, ResNet-20 ~290-500. Five epochs of full
-# CIFAR-10 keep a pair (teacher + baseline, KD, DKD, DIST) near the hour the proof may take.
+# Measured on this machine (1 thread, bf16, batch 64, while two other trainings ran, so lower
+# bounds): WRN-40-2 51 img/s, WRN-16-2 146, ResNet-56 96, ResNet-20 286. Estimated from these,
+# 15 epochs of full CIFAR-10 would take a pair (teacher + baseline, KD, DKD, DIST) 3-4 h on two
+# cores; 5 epochs aim at the hour the proof may take (to be confirmed by the runs' train_s).
 PROOF_EPOCHS = 5
 
 

@@ -172,11 +172,11 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
 
 def show_plan(pairs, profile, seeds, results_dir, data_dir, log=print) -> dict:
     """List the study's runs by level with their state (finished / running / to train)."""
-    from .executors import LEVELS, _counts
+    from .executors import LEVELS, counts
     out = {}
     for level in LEVELS:
         todo = study_jobs(pairs, profile, seeds, results_dir, data_dir, level=level)
-        c = _counts(todo, results_dir, set())
+        c = counts(todo, results_dir, set())
         out[level] = c
         log(f"level {level}: {len(todo)} runs ({', '.join(f'{v} {k}' for k, v in c.items() if k != 'failed')})"
             + (" + the pruning runs, planned once the students are trained" if level == 2 else ""))
