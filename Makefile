@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
+REPORT_PROFILE := $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),paper)
 JOBS   ?= 2
 LAB_FLAGS ?=        # e.g. --allow-root --no-browser on a server
 
@@ -24,8 +25,9 @@ test: $(VENV)/.installed    ## the test suite (papermill smoke runs included)
 bench: $(VENV)/.installed   ## speed benchmark against the usual DataLoader loop
 	$(PY) benchmarks/throughput.py
 
-report: $(VENV)/.installed  ## rewrite the README results table from the results store
-	$(PY) -m kd_helpers.report --update-readme --profile $(PROFILE)
+report: $(VENV)/.installed  ## README results + reports/<profile>/30_statistics, 31_report from the published runs (default paper)
+	$(PY) -m kd_helpers.report --update-readme --profile $(REPORT_PROFILE)
+	$(PY) -m kd_helpers.report --notebooks --profile $(REPORT_PROFILE)
 
 publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$(PROFILE)/store (committed for paper)
 	$(PY) -m kd_helpers.publish --profile $(PROFILE)

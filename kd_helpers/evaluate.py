@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import os
 
 import numpy as np
 import torch
@@ -52,13 +53,16 @@ def size_on_disk(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def describe(model: nn.Module, in_shape, latency_repeats: int = 20) -> dict:
-    """Size, compute and speed of a model on the CPU."""
-    lat, lat_sd = latency_ms(model, in_shape, repeats=latency_repeats)
-    blat, blat_sd = latency_ms(model, in_shape, batch=64, repeats=max(latency_repeats // 4, 3), number=3)
+def describe(model: nn.Module, in_shape, latency_repeats: int | None = None) -> dict:
+    """Size, compute and speed of a model on the CPU. Latency takes ``latency_repeats`` timed
+    blocks (default ``$KD_LATENCY_REPEATS``, else 20; the tests use fewer), recorded with it."""
+    repeats = latency_repeats or int(os.environ.get("KD_LATENCY_REPEATS", 20))
+    lat, lat_sd = latency_ms(model, in_shape, repeats=repeats)
+    blat, blat_sd = latency_ms(model, in_shape, batch=64, repeats=max(repeats // 4, 2), number=3)
     return {"params": count_params(model), "params_nonzero": count_params(model, nonzero=True),
             "flops": flops(model, in_shape), "latency_ms": lat, "latency_std_ms": lat_sd,
-            "latency_b64_ms": blat, "latency_b64_std_ms": blat_sd, "size_bytes": size_on_disk(model)}
+            "latency_b64_ms": blat, "latency_b64_std_ms": blat_sd, "latency_repeats": repeats,
+            "size_bytes": size_on_disk(model)}
 
 
 def compare_latency(models: dict[str, nn.Module], in_shape, batch: int = 1, rounds: int = 5,

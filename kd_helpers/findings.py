@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .results import load_predictions
+from .results import load_predictions, training_throughput
 
 # The reference study's published numbers (test accuracy %, test errors), per dataset and run
 # of this study. Only rows it reports are here; runs without a row are compared with nothing.
@@ -145,6 +145,10 @@ def pareto_front(g: pd.DataFrame, cost: str) -> list[str]:
     return front
 
 
+def _threads(n) -> str:
+    return "" if pd.isna(n) else f" ({int(n)} thread{'s' if int(n) != 1 else ''})"
+
+
 def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
     """The report's opening: per dataset, which methods beat their baseline (with the evidence
     and effect sizes), the accuracy/size and accuracy/latency trade-off, the distance to the
@@ -180,5 +184,11 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
         hours = g.train_s.sum() / 3600 if "train_s" in g else float("nan")
         lines.append(f"- Compute: {len(g)} runs, {hours:.2f} h of training in total, "
                      f"{g.train_flops.sum():.2e} training FLOPs ({', '.join(sorted(set(g.precision.astype(str))))}).")
+        tp = training_throughput(g)
+        if len(tp):
+            lines.append("- Training throughput of each network (its no-KD runs; training images/s, per-epoch "
+                         "evaluation excluded, on the threads each run had; a lower bound where other jobs shared "
+                         "the cores): " + ", ".join(f"{r.model} {r.images_per_s:,.0f}{_threads(r.threads)}"
+                                     for r in tp.itertuples()) + ".")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) if parts else "No finished runs."

@@ -205,3 +205,22 @@ def best_run(df: pd.DataFrame, dataset: str, exclude=("teacher", "baseline"), mo
     if d.empty:
         raise ValueError(f"No candidate runs for {dataset} (excluding {exclude}); run the method notebooks first.")
     return d.groupby("run")[metric].mean().idxmax()
+
+
+def training_throughput(df: pd.DataFrame) -> pd.DataFrame:
+    """Training images per second of each network, from its no-KD runs (pruning and ablation runs
+    left out): training examples x epochs over the epochs' time without their evaluation passes,
+    mean over seeds, with the threads and precision the runs had (from their own records)."""
+    d = df[(df.method == "ce") & ~df.run.str.startswith(("prune_", "ablation_"))]
+    rows = []
+    for r in d.itertuples():
+        h = pd.read_csv(Path(r.dir) / "history.csv")
+        train_s = float((h.time_s - h.eval_s).sum()) if "eval_s" in h else float(h.time_s.sum())
+        rows.append({"dataset": r.dataset, "model": r.model, "params": r.params,
+                     "images_per_s": r.n_train * len(h) / train_s,
+                     "threads": read_json(Path(r.dir) / "env.json").get("threads"), "precision": r.precision})
+    if not rows:
+        return pd.DataFrame(columns=["dataset", "model", "params", "images_per_s", "threads", "precision"])
+    return (pd.DataFrame(rows).groupby(["dataset", "model"], as_index=False)
+            .agg(params=("params", "first"), images_per_s=("images_per_s", "mean"), threads=("threads", "max"),
+                 precision=("precision", "first")).sort_values(["dataset", "params"], ascending=[True, False]))

@@ -99,6 +99,9 @@ def strip_machine_paths(path: Path) -> None:
         if meta.get(key):
             p = Path(meta[key])
             meta[key] = str(p.relative_to(REPO_ROOT)) if p.is_absolute() and p.is_relative_to(REPO_ROOT) else p.name
+    for cell in nb.cells:   # injected paths inside the repository: relative to notebooks/, where they run
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace(f'"{REPO_ROOT}/', '"../')
     nbformat.write(nb, path)
 
 
@@ -109,6 +112,8 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     unknown = sorted(set(only or ()) - set(known))
     if unknown:
         raise ValueError(f"No notebook {', '.join(map(repr, unknown))} in the study. Notebooks: {', '.join(known)}.")
+    # the notebooks run in notebooks/: a relative directory means one relative to the caller
+    data_dir, results_dir = (str(Path(d).resolve()) if d else None for d in (data_dir, results_dir))
     default_ds, default_seeds = DEFAULTS[profile]
     seeds = list(seeds or default_seeds)
     wanted = list(datasets or default_ds)

@@ -5,9 +5,19 @@ import pytest
 import torch
 
 from kd_helpers.data import Dataset
+from kd_helpers.util import physical_cores
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
+# latency is measured after every run; 3 timed blocks instead of 20 keep the smoke runs short
+# (inherited by papermill kernels and worker processes; each run records the value it used)
+os.environ.setdefault("KD_LATENCY_REPEATS", "3")
+# pytest-xdist workers share the cores: two workers with two threads each on two cores leave
+# OpenMP threads spinning for a core (a MobileNetV2 step test took 28 s of CPU instead of 1.3 s)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("KD_THREADS", str(max(1, physical_cores() // _WORKERS)))
+    torch.set_num_threads(int(os.environ["KD_THREADS"]))
 
 
 def shared_data_dir() -> str | None:

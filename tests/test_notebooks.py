@@ -109,6 +109,8 @@ def test_notebook_smoke_cifar10(name, tmp_path, store):
     # the CNN grid's code path is the MLP grid's (tested on mnist5k); its six CNN runs would add minutes
     nb = run_nb(name, tmp_path, store, dataset="cifar10", **SMALL.get(name, {}), **({"ablation": False} if name == "01_teacher" else {}))
     check_method_summary(name, nb)
+    if name == "01_teacher":   # ablation=False is obeyed (an import of the same name once shadowed it)
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if "kd_ablation" in o.get("metadata", {})]
 
 
 @needs_cifar
@@ -200,3 +202,24 @@ def test_runner_records_what_each_notebook_trained(tmp_path):
     assert run_study("smoke", **kw)["mnist5k/01_teacher"]["trained_runs"] == 0   # reused
     recorded = json.loads((tmp_path / "rep" / "timings.json").read_text())["notebooks"]["mnist5k/01_teacher"]
     assert recorded == t
+
+
+def test_make_report_reexecutes_the_summaries_on_every_published_study(monkeypatch, filled_store):
+    """`make report` runs 30_statistics and 31_report on every dataset and seed of the store it reads."""
+    from kd_helpers import report
+    seen = {}
+    monkeypatch.setattr(report, "run_study", lambda profile, **kw: seen.update(profile=profile, **kw))
+    report.rerun_summaries("smoke", results_dir=filled_store, log=lambda *_: None)
+    assert seen["only"] == ["30_statistics", "31_report"] and seen["results_dir"] == filled_store
+    assert seen["datasets"] == ["mnist5k"] and seen["seeds"] == [0, 1]
+
+
+def test_executed_notebooks_name_repository_paths_relative_to_notebooks(tmp_path):
+    from kd_helpers.study import REPO_ROOT, strip_machine_paths
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f'results_dir = "{REPO_ROOT}/reports/paper/store"\ndata_dir = "/elsewhere/data"',
+        metadata={"tags": ["injected-parameters"]})])
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    strip_machine_paths(tmp_path / "x.ipynb")
+    src = nbformat.read(tmp_path / "x.ipynb", as_version=4).cells[0].source
+    assert src == 'results_dir = "../reports/paper/store"\ndata_dir = "/elsewhere/data"'

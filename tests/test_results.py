@@ -101,3 +101,24 @@ def test_test_logits_takes_the_teacher_seed_the_students_name(tmp_path):
     run(replace(experiment.spec_for("kd", "mnist5k", "smoke", seed=2), teacher_seed=1), tmp_path)
     y, logits = test_logits(load_results(tmp_path), "mnist5k", seed=2)
     assert set(logits) == {"kd", "teacher"}   # the teacher is seed 1, not an assumed seed 0
+
+
+def test_training_throughput_counts_training_time_only(tmp_path):
+    import numpy as np
+
+    from kd_helpers.results import save_run, training_throughput
+
+    def fake(run, method, model, seed, epochs):
+        cfg = {"dataset": "d", "run": run, "method": method, "model": model, "seed": seed}
+        # each epoch: 12 s in all, of which 2 s evaluate
+        history = [{"epoch": e + 1, "time_s": 12.0, "eval_s": 2.0} for e in range(epochs)]
+        save_run(run_dir(tmp_path, "d", run, seed), config=cfg, env={"threads": 2}, history=history,
+                 labels=np.zeros(2, int), logits=np.zeros((2, 2), np.float32), extra_logits={},
+                 metrics={"n_train": 1000, "params": 10, "test_acc": 0.5, "precision": "float32"})
+    fake("baseline", "ce", "small", 0, 3)   # 3000 images / 30 s
+    fake("baseline", "ce", "small", 1, 1)   # 1000 images / 10 s
+    fake("kd", "kd", "small", 0, 3)         # a KD run: not a network's own throughput
+    fake("prune_x", "ce", "small", 0, 3)    # pruned: not the network either
+    tp = training_throughput(load_results(tmp_path))
+    assert tp[["model", "images_per_s", "threads"]].to_dict("records") == [
+        {"model": "small", "images_per_s": 100.0, "threads": 2}]

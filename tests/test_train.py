@@ -155,3 +155,15 @@ def test_the_best_validation_epoch_is_selected_and_restored(tmp_path):
     resumed = fit(again, SabotagedLastEpoch(), data, cfg, progress=False, checkpoint=tmp_path / "ck.pt")
     assert [h["selected"] for h in resumed] == [h["selected"] for h in hist]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_latency_blocks_follow_the_setting_and_are_recorded(monkeypatch):
+    from kd_helpers import evaluate
+    seen = []
+    monkeypatch.setattr(evaluate, "latency_ms", lambda m, s, batch=1, repeats=20, number=10: seen.append(
+        (batch, repeats)) or (1.0, 0.0))
+    monkeypatch.setenv("KD_LATENCY_REPEATS", "12")
+    assert evaluate.describe(torch.nn.Linear(4, 2), (4,))["latency_repeats"] == 12
+    monkeypatch.delenv("KD_LATENCY_REPEATS")
+    assert evaluate.describe(torch.nn.Linear(4, 2), (4,))["latency_repeats"] == 20
+    assert seen == [(1, 12), (64, 3), (1, 20), (64, 5)]
