@@ -154,12 +154,15 @@ def filled_store(tmp_path_factory):
     train_teacher("mnist5k", "smoke", results_dir=root)
     for name in ("baseline", "kd", "dist", "dml"):
         distill(name, "mnist5k", "smoke", seeds=[0, 1], results_dir=root)
+    if shared_data_dir():   # a study that has only its teacher so far (as a published store can)
+        train_teacher("cifar10", "smoke", results_dir=root, data_dir=shared_data_dir())
     return root
 
 
 @pytest.mark.parametrize("name", ONCE)
 def test_notebook_smoke_once(name, tmp_path, filled_store):
-    nb = run_nb(name, tmp_path, filled_store, datasets=["mnist5k"], seeds=[0, 1])
+    datasets = ["mnist5k"] + (["cifar10"] if shared_data_dir() else [])
+    nb = run_nb(name, tmp_path, filled_store, datasets=datasets, seeds=[0, 1])
     assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))
     assert list((tmp_path / "figures").glob("mnist5k_*.png"))  # KD_FIGURES_DIR set by conftest
 
@@ -211,7 +214,8 @@ def test_make_report_reexecutes_the_summaries_on_every_published_study(monkeypat
     monkeypatch.setattr(report, "run_study", lambda profile, **kw: seen.update(profile=profile, **kw))
     report.rerun_summaries("smoke", results_dir=filled_store, log=lambda *_: None)
     assert seen["only"] == ["30_statistics", "31_report"] and seen["results_dir"] == filled_store
-    assert seen["datasets"] == ["mnist5k"] and seen["seeds"] == [0, 1]
+    assert seen["datasets"] == sorted(["mnist5k"] + (["cifar10"] if shared_data_dir() else []))
+    assert seen["seeds"] == [0, 1]
 
 
 def test_executed_notebooks_name_repository_paths_relative_to_notebooks(tmp_path):
