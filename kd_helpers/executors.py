@@ -2,8 +2,9 @@
 
 - ``inline`` (default): nothing here; the notebooks train their runs one after another.
 - ``local``: N worker processes on this machine (submitit's local executor), cores / N threads
-  each. Every worker walks the plan level by level and takes whichever run no one holds (the
-  per-run lock of ``experiment.run``), so the N workers share the work without a queue.
+  each. Every worker walks the plan in order and takes whichever run no one holds and whose
+  teacher is finished (the per-run lock of ``experiment.run``), so the N workers share the work
+  without a queue and no worker idles at a level barrier; pruning runs come last.
 - ``slurm``: one SLURM job array per level through submitit (one task per run, at most
   ``--jobs`` at once), partition/time/GPU options passed through. A preempted or timed-out
   task is requeued by submitit and resumes from its last epoch checkpoint.
@@ -33,8 +34,9 @@ LEVELS = (0, 1, 2)
 
 
 def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None = None, poll_s: float = 0.5) -> dict:
-    """One local worker: train every unfinished run of ``jobs`` that no other worker holds, come
-    back to the held ones until they are finished; return ``{run key: traceback}`` of failures."""
+    """One local worker: train every unfinished run of ``jobs`` whose teacher is finished and that
+    no other worker holds, in order; come back to the others until they are finished; return
+    ``{run label: traceback or reason}`` of the failures."""
     if threads:   # read by util.setup_threads when the first run starts, as in a notebook's kernel
         os.environ["KD_THREADS"] = str(threads)
     os.environ["KD_PROGRESS"] = "0"
@@ -42,7 +44,12 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
     while pending:
         progressed = False
         for job in list(pending):
-            if not is_finished(job.dir(results_dir)):
+            dep = job.needs(results_dir)
+            if dep is not None and not is_finished(dep):
+                if held(lock_path(dep)) or any(j.dir(results_dir) == dep for j in pending):
+                    continue   # its teacher is being trained (or is still to come here)
+                failed[job.label] = f"its teacher {dep} is not finished and no one is training it (it failed?)"
+            elif not is_finished(job.dir(results_dir)):
                 try:
                     job(results_dir, data_dir, progress=False, wait=False)
                 except Busy:
@@ -58,14 +65,11 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
 
 def work_levels(plan_level: Callable[[int], list[Job]], results_dir=None, data_dir=None,
                 threads: int | None = None) -> dict:
-    """One local worker for the whole plan: level by level (a level is finished by all workers
-    together before anyone plans the next), one process start and one data load per worker."""
-    failed = {}
-    for level in LEVELS:
-        failed |= work(plan_level(level), results_dir, data_dir, threads)
-        if failed:
-            break
-    return failed
+    """One local worker for the whole plan, one process start and one data load per worker:
+    teachers, baselines and distilled students together (a student starts once its own teacher
+    is finished), then the pruning runs, which are planned from the finished students."""
+    failed = work(plan_level(0) + plan_level(1), results_dir, data_dir, threads)
+    return failed or work(plan_level(2), results_dir, data_dir, threads)
 
 
 class RunTask(submitit.helpers.Checkpointable):

@@ -5,7 +5,8 @@ A notebook's runs follow from its parameters (the runner reads the defaults of t
 ``parameters`` cells, as papermill would run them). Runs come in dependency levels:
 
 - 0: needs nothing: teachers, no-KD students, the protocol ablation;
-- 1: needs the teacher (every distillation method);
+- 1: needs the teacher (every distillation method); local workers start such a run as soon as
+  its own teacher is finished (``Job.needs``), not when the whole of level 0 is;
 - 2: needs the distilled students: distill-then-prune prunes the best of them (chosen on
   validation accuracy), so its runs are only known once level 1 has finished.
 """
@@ -50,6 +51,12 @@ class Job:
 
     def dir(self, results_dir=None):
         return run_dir(results_root(results_dir, self.profile), self.dataset, self.run, self.seed)
+
+    def needs(self, results_dir=None):
+        """The run directory this run distils from (its teacher at its seed), or None."""
+        if self.spec is None or not self.spec.teacher or not loss_class(self.spec.method).requires_teacher:
+            return None
+        return run_dir(results_root(results_dir, self.profile), self.dataset, self.spec.teacher, self.spec.teacher_seed)
 
     def __call__(self, results_dir=None, data_dir=None, *, progress: bool = True, wait: bool = True) -> dict:
         if self.prune:

@@ -163,6 +163,32 @@ def test_local_workers_give_the_store_inline_gives(tmp_path, fp32_teacher, monke
     assert list((local / "_jobs").glob("*_log.err"))
 
 
+def test_a_student_starts_once_its_teacher_is_finished_not_after_its_level(tmp_path, teacher_store):
+    """Another worker holds the baseline (level 0): this worker trains KD (level 1, its teacher is
+    finished) meanwhile instead of idling at a level barrier, then the baseline once released."""
+    import threading
+    root = copy_store(teacher_store, tmp_path / "r")
+    jobs = plan.jobs("03_vanilla_kd", SMOKE, str(root))
+    base, kd = (next(j for j in jobs if j.run == r) for r in ("baseline", "kd"))
+    other = RunLock(lock_path(base.dir(root))).acquire()   # "another worker" (a live owner)
+
+    def release_when_kd_is_done():
+        deadline = time.monotonic() + 120   # a worker that waits for the level would wait this long
+        while not is_finished(kd.dir(root)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        other.release()
+    threading.Thread(target=release_when_kd_is_done, daemon=True).start()
+    assert executors.work_levels(lambda level: [j for j in jobs if j.level == level], str(root), threads=1) == {}
+    kd_done = (kd.dir(root) / "manifest.json").stat().st_mtime
+    assert kd_done <= (base.dir(root) / "config.json").stat().st_mtime   # the baseline started after KD ended
+
+
+def test_a_student_whose_teacher_no_one_trains_is_reported_not_waited_for(tmp_path):
+    kd = next(j for j in plan.jobs("03_vanilla_kd", SMOKE, str(tmp_path)) if j.run == "kd")
+    failed = executors.work([kd], str(tmp_path))
+    assert "no one is training it" in failed[kd.label] and not kd.dir(tmp_path).exists()
+
+
 KD_40 = textwrap.dedent("""
     from dataclasses import replace
     from kd_helpers import plan
