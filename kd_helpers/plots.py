@@ -75,7 +75,10 @@ def learning_curves(hist: pd.DataFrame, runs=None, metric: str = "val_acc", titl
         pad = max(0.1 * (hi - lo), 0.002)
         ax.set_ylim(lo - pad, min(hi + pad, 1.0 + pad / 2))
     ax.set_title(title or metric)
-    ax.legend(fontsize=8)
+    if len(h):
+        ax.legend(fontsize=8)
+    else:   # e.g. a study with only its teacher so far
+        ax.text(0.5, 0.5, "no runs yet", ha="center", va="center", transform=ax.transAxes)
     return caption(ax.figure, "Look at where each curve levels off and how far apart the runs end; bands show "
                               "the spread over seeds" + ("; shaded: FitNets' stage 1, not comparable" if len(pre) else "")
                    + ".")

@@ -99,6 +99,9 @@ def strip_machine_paths(path: Path) -> None:
         if meta.get(key):
             p = Path(meta[key])
             meta[key] = str(p.relative_to(REPO_ROOT)) if p.is_absolute() and p.is_relative_to(REPO_ROOT) else p.name
+    for k, v in meta.get("parameters", {}).items():
+        if isinstance(v, str) and v.startswith(f"{REPO_ROOT}/"):
+            meta["parameters"][k] = "../" + v[len(f"{REPO_ROOT}/"):]
     for cell in nb.cells:   # injected paths inside the repository: relative to notebooks/, where they run
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.source = cell.source.replace(f'"{REPO_ROOT}/', '"../')
@@ -149,7 +152,7 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
         new = set(finished_runs(root)) - before
         precisions = sorted({str(read_json(d / "metrics.json").get("precision", "float32")) for d in new})
         timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions),
-                        "started": started, **meta}
+                        "started": started, "seeds": seeds, **meta}
         record_timings(reports / "timings.json", profile, seeds, {key: timings[key]})  # kept if a later step fails
 
     pairs = [(s.notebook, ds) for s in steps if s.per_dataset for ds in chosen if family(ds) in s.families]
@@ -201,9 +204,13 @@ def record_timings(path: Path, profile: str, seeds, timings: dict) -> dict:
     only reuses runs, which says nothing about what training costs).
     """
     old = load_timings(path)
-    records = old["notebooks"] if old.get("profile") == profile and old.get("seeds") == list(seeds) else {}
+    # an invocation on other seeds (a one-seed proof beside a 3-seed study) adds its records; it
+    # must not wipe the others: every record names its seeds
+    records = old["notebooks"] if old.get("profile") == profile else {}
+    for t in records.values():
+        t.setdefault("seeds", old.get("seeds"))
     for key, t in timings.items():
-        t = t if isinstance(t, dict) else {"s": float(t)}
+        t = {**(t if isinstance(t, dict) else {"s": float(t)}), "seeds": list(seeds)}
         kept = records.get(key, {})
         if t.get("trained_runs") == 0 and kept.get("trained_runs", 0) > 0:
             continue
@@ -212,7 +219,8 @@ def record_timings(path: Path, profile: str, seeds, timings: dict) -> dict:
     for key, t in records.items():
         ds = key.split("/")[0] if "/" in key else "all datasets"
         per_ds[ds] = per_ds.get(ds, 0.0) + t["s"]
-    out = {"profile": profile, "seeds": list(seeds), "notebooks": records, "per_dataset_s": per_ds,
+    every_seed = sorted({int(x) for t in records.values() for x in (t.get("seeds") or [])})
+    out = {"profile": profile, "seeds": every_seed, "notebooks": records, "per_dataset_s": per_ds,
            "total_s": sum(per_ds.values())}
     atomic_write_json(path, out)
     return out

@@ -76,7 +76,8 @@ def test_timings_block_comes_from_the_runners_file(tmp_path):
     text = readme.read_text()
     assert "old" not in text and "kept" in text and "Some CPU, 2 cores" in text
     rows = [[c.strip() for c in r.split("|")[1:-1]] for r in text.splitlines() if r.startswith("| mnist")]
-    rows = {r[1]: r[2:] for r in rows}   # notebook -> minutes, runs, precision, commit, started, machine
+    assert {r[1]: r[2] for r in rows}["01_teacher"] == "0"   # each row names its seeds
+    rows = {r[1]: r[3:] for r in rows}   # notebook -> minutes, runs, precision, commit, started, machine
     assert rows["01_teacher"] == ["2.5", "1", "bfloat16", "abc1234", "2026-11-22 09:00", "Some CPU, 2 cores"]
     assert rows["00_data"][:2] == ["0.2", "?"] and rows["**teacher + methods**"][0] == "2.7"
     assert rows["**total**"][0] == "3.7"

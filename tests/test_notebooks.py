@@ -184,6 +184,15 @@ def test_timings_of_separate_invocations_add_up(tmp_path):
     assert record_timings(path, "quick", [0, 1, 2], {"mnist5k/01_teacher": 1.0})["total_s"] == 1.0
 
 
+def test_an_invocation_on_other_seeds_adds_its_records_and_keeps_the_others(tmp_path):
+    path = tmp_path / "timings.json"
+    record_timings(path, "paper", [0, 1, 2], {"mnist/01_teacher": 100.0})
+    out = record_timings(path, "paper", [0], {"cifar10@resnet56-resnet20/01_teacher": 50.0})
+    assert {k: v["seeds"] for k, v in out["notebooks"].items()} == {
+        "mnist/01_teacher": [0, 1, 2], "cifar10@resnet56-resnet20/01_teacher": [0]}
+    assert out["seeds"] == [0, 1, 2] and out["total_s"] == 150.0
+
+
 def test_a_rerun_that_only_reuses_runs_keeps_the_training_time(tmp_path):
     path = tmp_path / "timings.json"
     record_timings(path, "paper", [0], {"mnist/01_teacher": {"s": 140.0, "trained_runs": 1}})
@@ -223,7 +232,9 @@ def test_executed_notebooks_name_repository_paths_relative_to_notebooks(tmp_path
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         f'results_dir = "{REPO_ROOT}/reports/paper/store"\ndata_dir = "/elsewhere/data"',
         metadata={"tags": ["injected-parameters"]})])
+    nb.metadata["papermill"] = {"parameters": {"results_dir": f"{REPO_ROOT}/reports/paper/store", "seeds": [0]}}
     nbformat.write(nb, tmp_path / "x.ipynb")
     strip_machine_paths(tmp_path / "x.ipynb")
-    src = nbformat.read(tmp_path / "x.ipynb", as_version=4).cells[0].source
-    assert src == 'results_dir = "../reports/paper/store"\ndata_dir = "/elsewhere/data"'
+    out = nbformat.read(tmp_path / "x.ipynb", as_version=4)
+    assert out.cells[0].source == 'results_dir = "../reports/paper/store"\ndata_dir = "/elsewhere/data"'
+    assert out.metadata.papermill.parameters == {"results_dir": "../reports/paper/store", "seeds": [0]}

@@ -36,3 +36,9 @@ def test_committed_report_notebook_states_what_the_committed_store_produces():
     df = load_results(readme_root("paper"))
     cell = next(c for c in nb.cells if c.cell_type == "code" and "study_findings" in c.source)
     assert cell.outputs[0]["data"]["text/markdown"] == study_findings(df)
+
+
+def test_published_notebooks_name_no_machine_path():
+    leaks = [str(p.relative_to(REPO)) for p in (REPO / "reports" / "paper").rglob("*.ipynb")
+             if str(REPO) in p.read_text() or "/home/" in p.read_text()]
+    assert not leaks

@@ -111,3 +111,13 @@ def test_versus_reference():
     assert vs.run.tolist() == ["new"] and vs.significant.tolist() == [True]
     # a right on 40 more examples than b, b on 5 more than a, of 175: +20 points, bootstrap CI around it
     assert vs.acc_diff.item() == pytest.approx(35 / 175) and vs.diff_ci_low.item() < 0.2 < vs.diff_ci_high.item()
+
+
+def test_pareto_front_by_hand_and_one_cost_per_network():
+    from kd_helpers.findings import pareto_front
+    g = pd.DataFrame({"run": ["teacher", "baseline", "kd", "dist", "small"],
+                      "model": ["big", "s", "s", "s", "tiny"],
+                      "test_acc": [0.90, 0.80, 0.85, 0.79, 0.70],
+                      "latency_ms": [9.0, 3.2, 3.1, 2.0, 1.0]})   # dist's network timed faster by chance
+    # s costs 2.77 ms for all three runs: dist (less accurate) is not on the front because of noise
+    assert pareto_front(g, "latency_ms") == ["small", "kd", "teacher"]
