@@ -42,3 +42,16 @@ def test_published_notebooks_name_no_machine_path():
     leaks = [str(p.relative_to(REPO)) for p in (REPO / "reports" / "paper").rglob("*.ipynb")
              if str(REPO) in p.read_text() or "/home/" in p.read_text()]
     assert not leaks
+
+
+def test_findings_say_when_a_teacher_is_no_better_than_its_student():
+    from kd_helpers.findings import study_findings
+    from kd_helpers.report import readme_root
+    df = load_results(readme_root("paper"))
+    flagged = {}
+    for ds, g in df.groupby("dataset"):
+        acc = g.groupby("run").test_acc.mean()
+        if {"teacher", "baseline"} <= set(acc.index):
+            flagged[ds] = acc["teacher"] <= acc["baseline"]
+            assert ("no more accurate than the student" in study_findings(g)) == flagged[ds], ds
+    assert flagged.get("cifar10@resnet56-resnet20") and not flagged.get("mnist")   # both branches seen
