@@ -28,6 +28,7 @@ bench: $(VENV)/.installed   ## speed benchmark against the usual DataLoader loop
 report: $(VENV)/.installed  ## README results + reports/<profile>/30_statistics, 31_report from the published runs (default paper)
 	$(PY) -m kd_helpers.report --update-readme --profile $(REPORT_PROFILE)
 	$(PY) -m kd_helpers.report --notebooks --profile $(REPORT_PROFILE)
+	$(PY) -m kd_helpers.report --timings --update-readme --profile $(REPORT_PROFILE)
 
 publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$(PROFILE)/store (committed for paper)
 	$(PY) -m kd_helpers.publish --profile $(PROFILE)

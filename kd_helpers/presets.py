@@ -67,10 +67,9 @@ PAIRS = {
 }
 
 
-# Measured on this machine (1 thread, bf16, batch 64, while two other trainings ran, so lower
-# bounds): WRN-40-2 51 img/s, WRN-16-2 146, ResNet-56 96, ResNet-20 286. Estimated from these,
-# 15 epochs of full CIFAR-10 would take a pair (teacher + baseline, KD, DKD, DIST) 3-4 h on two
-# cores; 5 epochs aim at the hour the proof may take (to be confirmed by the runs' train_s).
+# Five epochs keep a pair (teacher + baseline, KD, DKD, DIST on full CIFAR-10) near the hour on
+# two cores the proof may take; each pair's measured cost and images/s per network are in its
+# generated findings (README results, `Compute:` and `Training throughput:`).
 PROOF_EPOCHS = 5
 
 

@@ -99,12 +99,13 @@ def strip_machine_paths(path: Path) -> None:
         if meta.get(key):
             p = Path(meta[key])
             meta[key] = str(p.relative_to(REPO_ROOT)) if p.is_absolute() and p.is_relative_to(REPO_ROOT) else p.name
-    for k, v in meta.get("parameters", {}).items():
-        if isinstance(v, str) and v.startswith(f"{REPO_ROOT}/"):
-            meta["parameters"][k] = "../" + v[len(f"{REPO_ROOT}/"):]
-    for cell in nb.cells:   # injected paths inside the repository: relative to notebooks/, where they run
+    # injected paths inside the repository: relative to notebooks/, where the notebooks run
+    def rel(text: str) -> str:
+        return text.replace(f"{REPO_ROOT}/", "../")
+    meta["parameters"] = {k: rel(v) if isinstance(v, str) else v for k, v in meta.get("parameters", {}).items()}
+    for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.source = cell.source.replace(f'"{REPO_ROOT}/', '"../')
+            cell.source = rel(cell.source)
     nbformat.write(nb, path)
 
 
@@ -152,7 +153,7 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
         new = set(finished_runs(root)) - before
         precisions = sorted({str(read_json(d / "metrics.json").get("precision", "float32")) for d in new})
         timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions),
-                        "started": started, "seeds": seeds, **meta}
+                        "started": started, **meta}
         record_timings(reports / "timings.json", profile, seeds, {key: timings[key]})  # kept if a later step fails
 
     pairs = [(s.notebook, ds) for s in steps if s.per_dataset for ds in chosen if family(ds) in s.families]

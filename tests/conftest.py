@@ -13,7 +13,7 @@ SHARED = REPO.parent / "shared" / "data"
 # (inherited by papermill kernels and worker processes; each run records the value it used)
 os.environ.setdefault("KD_LATENCY_REPEATS", "3")
 # pytest-xdist workers share the cores: two workers with two threads each on two cores leave
-# OpenMP threads spinning for a core (a MobileNetV2 step test took 28 s of CPU instead of 1.3 s)
+# OpenMP threads spinning for a core (a MobileNetV2 pair's step test: 28 CPU-s with 2 threads each, 1.4 with 1)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("KD_THREADS", str(max(1, physical_cores() // _WORKERS)))

@@ -213,7 +213,7 @@ def test_runner_records_what_each_notebook_trained(tmp_path):
     assert "float32" in t["precision"] and set(t["precision"].split(", ")) <= {"float32", "bfloat16"}
     assert run_study("smoke", **kw)["mnist5k/01_teacher"]["trained_runs"] == 0   # reused
     recorded = json.loads((tmp_path / "rep" / "timings.json").read_text())["notebooks"]["mnist5k/01_teacher"]
-    assert recorded == t
+    assert recorded == {**t, "seeds": [0]}   # the record names the seeds it ran
 
 
 def test_make_report_reexecutes_the_summaries_on_every_published_study(monkeypatch, filled_store):
