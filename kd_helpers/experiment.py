@@ -226,6 +226,11 @@ def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data
     before = {}
     if start is not None:
         model, before = start.prepare(model, data)
+    if teacher_dir and not (teacher_dir / "model.pt").exists():
+        raise FileNotFoundError(f"Teacher run {teacher_dir} has no weights: it was published without them (a "
+                                f"published store keeps only the main studies' seed-0 teachers), so new students "
+                                f"cannot distil from it. Delete {teacher_dir} and retrain it (notebooks/01_teacher, "
+                                f"or kd_helpers.study --only 01_teacher).")
     teacher = load_model(teacher_dir / "model.pt", num_classes=ncls, in_shape=in_shape) if teacher_dir else None
 
     pair = describe_pair(model, teacher, in_shape, ncls, make_student=make)
@@ -303,8 +308,10 @@ def _teacher(root: Path, spec: RunSpec, profile: str | None, data_dir) -> tuple[
                               f"teacher for dataset '{spec.dataset}' and this profile (notebooks/01_teacher), or keep "
                               f"each profile in a results_dir of its own.")
     manifest = read_json(tdir / MANIFEST)
+    # a teacher published without weights keeps its original's identity: its students are still reused
+    weights = manifest.get("model.pt") or manifest.get("published_from", {}).get("model.pt")
     return tdir, {"run": spec.teacher, "seed": spec.teacher_seed, "config_sha256": manifest["config.json"]["sha256"],
-                  "model_sha256": manifest["model.pt"]["sha256"]}
+                  "model_sha256": weights["sha256"]}
 
 
 def _check_resume(ckpt: Path, config: dict) -> None:

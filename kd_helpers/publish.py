@@ -2,8 +2,10 @@
 without retraining (``reports/<profile>/store``, committed).
 
 Every finished run keeps its config, environment, metrics, per-epoch history, training log and
-per-sample test logits (float16); the teachers students distil from keep their weights
-(students' weights, checkpoints and teacher-output caches stay behind). Each published run gets its own manifest, so the
+per-sample test logits (float16); the main studies' teachers that students distil from keep their
+weights (students' weights, checkpoints and teacher-output caches stay behind). The residual pairs'
+teachers (``<dataset>@<teacher>-<student>``) do not: they are short proof runs, cheaper to retrain
+than to carry in a store meant to stay near 60 MB (#15), and a student that needs one says so. Each published run gets its own manifest, so the
 compact copy is checked like any run; ``published_from`` in it names the original's sha256s.
 
     python -m kd_helpers.publish --profile paper [--results-dir results/paper] [--to reports/paper/store]
@@ -29,7 +31,8 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
     """Copy one finished run in compact form (skipped if already published from the same files)."""
     verify_run(src)   # a damaged run is never published
     manifest = read_json(src / MANIFEST)
-    if (dst / MANIFEST).exists() and read_json(dst / MANIFEST).get("published_from") == manifest:
+    if ((dst / MANIFEST).exists() and read_json(dst / MANIFEST).get("published_from") == manifest
+            and (dst / "model.pt").exists() == keep_weights):
         return
     if dst.exists():
         shutil.rmtree(dst)
@@ -44,11 +47,13 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
 
 
 def distilled_from(root: Path) -> set[Path]:
-    """The teacher runs some student distils from (``<dataset>/<teacher>/seed_<k>``), and every
-    study's seed-0 teacher (the one students distil from by default, also before any student is
-    trained): the only weights a published store keeps (other teacher seeds are only reported)."""
-    out = {d for d in finished_runs(root) if d.parent.name == "teacher" and d.name == "seed_0"}   # students to come
-    for d in finished_runs(root):
+    """The teacher runs some student of a main study distils from (``<dataset>/<teacher>/seed_<k>``),
+    and every main study's seed-0 teacher (the one students distil from by default, also before any
+    student is trained): the only weights a published store keeps (other teacher seeds and the
+    pairs' teachers are only reported)."""
+    main = [d for d in finished_runs(root) if "@" not in d.parent.parent.name]
+    out = {d for d in main if d.parent.name == "teacher" and d.name == "seed_0"}   # students to come
+    for d in main:
         cfg = read_json(d / "config.json")
         if cfg.get("teacher"):
             out.add(d.parent.parent / cfg["teacher"] / f"seed_{cfg.get('teacher_seed', 0)}")

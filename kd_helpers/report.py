@@ -77,9 +77,12 @@ def markdown_tables(df: pd.DataFrame, title_note: str = "", include_pruned: bool
 def provenance(df: pd.DataFrame) -> str:
     """Which training precision(s) and commit(s) produced these runs (from each run's records)."""
     prec = df["precision"].fillna("float32") if "precision" in df else pd.Series(["float32"] * len(df))
-    commits = sorted({str(read_json(Path(d) / "env.json").get("git_commit") or "?")[:7] for d in df.dir})
+    def commit(d):   # a run trained outside a git checkout recorded none; -dirty: uncommitted changes
+        c = read_json(Path(d) / "env.json").get("git_commit")
+        return f"{c[:7]}{'-dirty' if c.endswith('-dirty') else ''}" if c else "not recorded"
+    commits = pd.Series([commit(d) for d in df.dir]).value_counts().sort_index()
     return (f"training precision: {', '.join(f'{p} ({n} runs)' for p, n in prec.value_counts().items())}; "
-            f"commit{'s' if len(commits) > 1 else ''}: {', '.join(commits)}")
+            f"commit{'s' if len(commits) > 1 else ''}: {', '.join(f'{c} ({n})' for c, n in commits.items())}")
 
 
 def compare_stores(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str) -> pd.DataFrame:

@@ -1,3 +1,4 @@
+import json
 import importlib.util
 from pathlib import Path
 
@@ -90,6 +91,19 @@ def test_provenance_counts_precisions_and_old_runs_count_as_fp32(store):
     prec = df.precision.iloc[0]
     assert f"{prec} (3 runs)" in provenance(df)
     assert "float32 (3 runs)" in provenance(df.drop(columns="precision"))  # runs from before the field
+
+
+def test_provenance_counts_runs_per_commit_and_names_unrecorded_ones(store, tmp_path):
+    import shutil
+
+    from kd_helpers.results import write_manifest
+    copy = tmp_path / "s"
+    shutil.copytree(store, copy)
+    envs = sorted(copy.glob("*/*/seed_*/env.json"))
+    for f, c in zip(envs, ["0123456789abcdef", "0123456789abcdef-dirty", None]):
+        f.write_text(json.dumps({**json.loads(f.read_text()), "git_commit": c}))
+        write_manifest(f.parent)   # an edited record, re-signed: the run stays intact
+    assert provenance(load_results(copy)).endswith("commits: 0123456 (1), 0123456-dirty (1), not recorded (1)")
 
 
 def test_compare_stores_pairs_the_same_runs(store):

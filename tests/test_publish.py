@@ -73,3 +73,25 @@ def test_restore_continues_a_study_on_a_fresh_clone_without_retraining(store, tm
     start = pruning_start(run_dir(fresh, "mnist5k", "kd", 0), "kd", "structured", 0.5)
     original = json.loads((run_dir(store, "mnist5k", "kd", 0) / "manifest.json").read_text())["model.pt"]["sha256"]
     assert start.record["from_model_sha256"] == original
+
+
+def test_a_pair_teacher_is_published_without_weights_and_its_students_still_reused(store, tmp_path, monkeypatch):
+    """The pairs' teachers stay out of the store (size); a student recorded against the original
+    weights is reused, and a new one that needs them fails with what to do, not a KeyError."""
+    from kd_helpers import experiment, publish as pub_mod
+    from kd_helpers.results import read_json
+    pair = tmp_path / "pair"
+    shutil.copytree(store / "mnist5k", pair / "mnist5k@mlp_teacher-mlp_student")
+    shutil.copytree(store / "mnist5k", pair / "mnist5k")
+    assert pub_mod.distilled_from(pair) == {run_dir(pair, "mnist5k", "teacher", 0)}
+    out = tmp_path / "pub"
+    publish(store, out)
+    teacher = run_dir(out, "mnist5k", "teacher", 0)
+    monkeypatch.setattr(pub_mod, "distilled_from", lambda root: set())   # as a pair teacher is now published
+    publish(store, out)
+    assert not (teacher / "model.pt").exists()                            # republished without its weights
+    assert read_json(teacher / "manifest.json")["published_from"]["model.pt"]["sha256"]
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a published run"))
+    assert len(distill("kd", "mnist5k", "smoke", seeds=[0, 1], results_dir=out, progress=False)) == 2
+    with pytest.raises(FileNotFoundError, match="published without them.*retrain it"):
+        distill("kd", "mnist5k", "smoke", seeds=[2], results_dir=out, progress=False)
