@@ -7,7 +7,7 @@ REPORT_PROFILE := $(if $(filter command line environment,$(origin PROFILE)),$(PR
 JOBS   ?= 2
 LAB_FLAGS ?=        # e.g. --allow-root --no-browser on a server
 
-.PHONY: study test bench report publish restore lab html clean-results
+.PHONY: study test bench report figures publish restore lab html clean-results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ report: $(VENV)/.installed  ## README results + reports/<profile>/30_statistics,
 	$(PY) -m kd_helpers.report --update-readme --profile $(REPORT_PROFILE)
 	$(PY) -m kd_helpers.report --notebooks --profile $(REPORT_PROFILE)
 	$(PY) -m kd_helpers.report --timings --update-readme --profile $(REPORT_PROFILE)
+
+figures: $(VENV)/.installed ## figures/ from the published runs (re-executes the complete notebooks in a scratch dir; trains nothing)
+	$(PY) -m kd_helpers.report --figures --profile $(REPORT_PROFILE)
 
 publish: $(VENV)/.installed ## compact copy of results/$(PROFILE) into reports/$(PROFILE)/store (committed for paper)
 	$(PY) -m kd_helpers.publish --profile $(PROFILE)

@@ -9,6 +9,7 @@ the validation split as a count. Nothing downstream resolves a setting again.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -90,6 +91,10 @@ class ConfigMismatch(RuntimeError):
 
 class TeacherMismatch(RuntimeError):
     """The teacher in the store was not trained for this student (dataset, split or profile)."""
+
+
+class ReuseOnly(RuntimeError):
+    """A run would train while ``KD_REUSE_ONLY=1`` (re-executing published notebooks only reads)."""
 
 
 def _diff(old: dict, new: dict, prefix="", defaults: dict | None = None) -> list[tuple[str, object, object]]:
@@ -180,6 +185,11 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     config = json_roundtrip(asdict(spec))
     if not force and (done := _finished(out, config, root, spec)):
         return done
+    if os.environ.get("KD_REUSE_ONLY") == "1":
+        raise ReuseOnly(f"Run {out} is not finished in {root} (or was trained with another config), and "
+                        f"KD_REUSE_ONLY=1 forbids training it here: this re-execution only reads runs. Train it "
+                        f"first (python -m kd_helpers.study --profile {profile or '<profile>'} ...), or unset "
+                        f"KD_REUSE_ONLY.")
     if spec.start and start is None:
         raise ValueError(f"Run '{spec.run}' starts from {spec.start}: pass the matching Start "
                          f"(e.g. through kd_helpers.prune_sweep), not only its record.")

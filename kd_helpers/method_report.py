@@ -39,7 +39,7 @@ def method_report(runs, *, dataset: str, profile: str, results_dir=None, alpha: 
                      "The test set is only reported, never used for a choice."))
     fig = plots.learning_curves(hist, metric="val_acc", title=f"{dataset}: validation accuracy")
     if figure:
-        plots.save(fig, figure)
+        plots.save(fig, figure, profile)
     display(fig)
     plt.close(fig)
 

@@ -1,4 +1,9 @@
-"""Figures of the study, one consistent style; ``save`` writes PNG + SVG with stable names."""
+"""Figures of the study, one consistent style; ``save`` writes PNG + SVG with stable names.
+
+The ``paper`` profile's figures go to ``figures/`` (committed with the published runs, #15);
+every other profile's to ``reports/<profile>/figures/`` (generated, not committed), so exploring
+on the quick profile never overwrites a published figure. Files are byte-stable: no date in the
+SVG, fixed SVG ids, so re-running a notebook on the same runs leaves git clean."""
 from __future__ import annotations
 
 import os
@@ -12,10 +17,13 @@ import seaborn as sns
 from .util import REPO_ROOT
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+plt.rcParams["svg.hashsalt"] = "kd-study"   # stable element ids, hence stable SVG bytes
 
 
-def figures_dir(path=None) -> Path:
-    d = Path(path or os.environ.get("KD_FIGURES_DIR") or REPO_ROOT / "figures")
+def figures_dir(path=None, profile: str | None = "paper") -> Path:
+    """``path``, else $KD_FIGURES_DIR, else the profile's figures directory (see the module doc)."""
+    default = REPO_ROOT / "figures" if profile in (None, "paper") else REPO_ROOT / "reports" / str(profile) / "figures"
+    d = Path(path or os.environ.get("KD_FIGURES_DIR") or default)
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -28,15 +36,19 @@ def caption(fig, text: str):
     return fig
 
 
-def save(fig, name: str, path=None, caption_text: str | None = None) -> None:
-    """Write ``<figures>/<name>.png`` and ``.svg`` (with ``caption_text`` as the caption, if
-    given). Returns nothing, so a notebook cell that ends with it does not echo a path of the
-    machine that ran it."""
+def save(fig, name: str, profile: str | None = "paper", path=None, caption_text: str | None = None,
+         vector: bool = True) -> None:
+    """Write ``<figures>/<name>.png`` and, if ``vector``, ``.svg`` (with ``caption_text`` as the
+    caption, if given); ``vector=False`` for raster content (image grids), where an SVG only
+    wraps the pixels at three times the size. Returns nothing, so a notebook cell that ends with
+    it does not echo a path of the machine that ran it."""
     if caption_text:
         caption(fig, caption_text)
-    d = figures_dir(path)
-    fig.savefig(d / f"{name}.png", dpi=130, bbox_inches="tight")
-    fig.savefig(d / f"{name}.svg", bbox_inches="tight")
+    d = figures_dir(path, profile)
+    # an image grid needs no more pixels than its images have (32 px shown at 0.9 in)
+    fig.savefig(d / f"{name}.png", dpi=130 if vector else 80, bbox_inches="tight", metadata={"Software": None})
+    if vector:
+        fig.savefig(d / f"{name}.svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
 
 
 def sample_grid(data, n_per_class: int = 8):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pathlib import Path
+
 import pandas as pd
 
 from . import prune
@@ -72,10 +74,14 @@ def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "k
 
 def speed_check(results: pd.DataFrame, source: str, seed: int = 0, batches=(1, 64)) -> pd.DataFrame:
     """Re-measure the source and every model pruned from it, interleaved in one process, and
-    return latency and speed-up (source latency / pruned latency) per model and batch size."""
+    return latency and speed-up (source latency / pruned latency) per model and batch size.
+    Empty where the models have no weights (a published store keeps no student weights): each
+    run's latency recorded at training time is then all there is."""
     # CE- and KD-fine-tuned models share the same shapes and sparsity: timing one of them suffices
     pruned = (results.get("prune_source") == source) & (results.method != "ce")
     rows = results[(results.seed == seed) & ((results.run == source) | pruned)]
+    if not all((Path(d) / "model.pt").exists() for d in rows.dir):
+        return pd.DataFrame(columns=["run", "kind", "amount", "batch", "latency_ms", "latency_std_ms", "speedup"])
     models = {r.run: load_model(f"{r.dir}/model.pt").eval() for r in rows.itertuples()}
     shape = tuple(rows.input_shape.iloc[0])
     out = []

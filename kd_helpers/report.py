@@ -8,14 +8,17 @@ the runner's ``reports/<profile>/timings.json``. Nothing in either is typed by h
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from .findings import REFERENCE, study_findings, versus_baselines
-from .presets import PROOF_EPOCHS, preset
-from .results import load_results, read_json, results_root
+from .plan import study_jobs
+from .presets import PROOF_EPOCHS, family, preset
+from .results import is_finished, load_results, read_json, results_root
 from .stats import mean_ci, relative_to_teacher
 from .study import STEPS, load_timings, run_study
 from .util import REPO_ROOT
@@ -166,6 +169,38 @@ def rerun_summaries(profile: str = "paper", results_dir=None, log=print) -> dict
                      only=list(SUMMARY_NOTEBOOKS), log=log)
 
 
+def complete_notebooks(dataset: str, profile: str, seeds, root: Path) -> list[str]:
+    """The per-dataset notebooks of ``dataset`` whose every run (all ``seeds``) is finished in ``root``."""
+    def done(nb):
+        jobs = study_jobs([(nb, dataset)], profile, seeds, root)
+        return all(is_finished(j.dir(root)) for j in jobs) and (nb != "20_pruning" or jobs)
+    return [s.notebook for s in STEPS if s.per_dataset and family(dataset) in s.families and done(s.notebook)]
+
+
+def rerun_figures(profile: str = "paper", results_dir=None, log=print) -> dict[str, list[str]]:
+    """Write ``figures/`` (the profile's figures directory) from the published store: re-execute
+    every per-dataset notebook whose runs are all finished. The executed copies go to a scratch
+    directory (the published notebooks keep the record of the invocation that trained), and
+    ``KD_REUSE_ONLY=1`` makes a notebook that would train fail instead. Returns what ran."""
+    root, df = published(profile, results_dir)
+    ran, before = {}, os.environ.get("KD_REUSE_ONLY")
+    os.environ["KD_REUSE_ONLY"] = "1"
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            for ds in sorted(df.dataset.unique()):
+                seeds = sorted(int(s) for s in df[df.dataset == ds].seed.unique())
+                ran[ds] = complete_notebooks(ds, profile, seeds, root)
+                log(f"{ds} (seeds {seeds}): {', '.join(ran[ds])}")
+                run_study(profile, datasets=[ds], seeds=seeds, results_dir=root, reports_dir=scratch,
+                          only=ran[ds], log=log)
+    finally:
+        if before is None:
+            os.environ.pop("KD_REUSE_ONLY")
+        else:
+            os.environ["KD_REUSE_ONLY"] = before
+    return ran
+
+
 # The other reference studies' experiments (#16), and what it takes to run each one
 GPU_LAUNCH = "python -m kd_helpers.study --profile paper --datasets {data} --pairs {pairs}"
 EXPERIMENTS = [
@@ -273,6 +308,9 @@ def main(argv=None):
     ap.add_argument("--update-readme", action="store_true", help="rewrite README.md's results (or timings) section")
     ap.add_argument("--notebooks", action="store_true",
                     help="re-execute 30_statistics and 31_report from the (published) store; trains nothing")
+    ap.add_argument("--figures", action="store_true",
+                    help="write figures/ by re-executing the complete per-dataset notebooks on the (published) "
+                         "store into a scratch dir; trains nothing")
     ap.add_argument("--timings", action="store_true", help="the runner's time per notebook (timings.json)")
     ap.add_argument("--experiments", action="store_true",
                     help="the other reference studies' experiments and their state (README table)")
@@ -285,6 +323,8 @@ def main(argv=None):
               .to_markdown(index=False))
     elif args.notebooks:
         rerun_summaries(args.profile, args.results_dir)
+    elif args.figures:
+        rerun_figures(args.profile, args.results_dir)
     elif args.experiments:
         root = readme_root(args.profile, args.results_dir)
         body = experiments_block(load_results(root), root)

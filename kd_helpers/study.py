@@ -137,8 +137,6 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
             chosen.append(ds)
     reports = Path(reports_dir or REPO_ROOT / "reports" / profile)
     os.environ["KD_PROGRESS"] = "0"  # executed notebooks keep one line per epoch, not bar redraws
-    if profile == "smoke":  # keep the study's figures/ for real runs
-        os.environ.setdefault("KD_FIGURES_DIR", str(reports / "figures"))
     common = {"profile": profile, "seeds": seeds, "data_dir": data_dir, "results_dir": results_dir}
     steps = [s for s in STEPS if not only or s.notebook in only]
     root = results_root(results_dir, profile)

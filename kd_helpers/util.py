@@ -163,6 +163,11 @@ def git_commit() -> str | None:
         return None
 
 
+# A process runs the code it imported: a worker that outlives a commit records the commit (and
+# dirty state) it loaded, not whatever HEAD is when its run finishes hours later.
+LOADED_COMMIT = git_commit()
+
+
 def environment() -> dict:
     """What produced a result: package versions, git commit, device, threads."""
     pkgs = {}
@@ -173,7 +178,7 @@ def environment() -> dict:
             pass
     dev = device_default()
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": pkgs,
-            "git_commit": git_commit(), "device": str(dev),
+            "git_commit": LOADED_COMMIT, "device": str(dev),
             "device_name": torch.cuda.get_device_name() if dev.type == "cuda" else cpu_model(),
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_native_bf16": cpu_has_native_bf16()}

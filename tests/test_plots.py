@@ -21,8 +21,24 @@ def test_pretraining_stage_is_shaded_and_out_of_the_y_range():
 def test_save_writes_files_and_echoes_no_path(tmp_path):
     fig = plots.learning_curves(pd.DataFrame([{"run": "a", "seed": 0, "epoch": 1, "val_acc": 0.5},
                                               {"run": "a", "seed": 0, "epoch": 2, "val_acc": 0.6}]))
-    assert plots.save(fig, "x", tmp_path) is None
+    assert plots.save(fig, "x", path=tmp_path) is None
     assert (tmp_path / "x.png").stat().st_size > 0 and (tmp_path / "x.svg").exists()
+    first = {f: (tmp_path / f).read_bytes() for f in ("x.png", "x.svg")}
+    plots.save(fig, "x", path=tmp_path)   # the same figure again: the same bytes (no date, fixed ids)
+    assert {f: (tmp_path / f).read_bytes() for f in first} == first
+    plots.save(fig, "grid", path=tmp_path, vector=False)
+    assert (tmp_path / "grid.png").exists() and not (tmp_path / "grid.svg").exists()
+
+
+def test_only_the_paper_profile_writes_to_the_committed_figures_dir(monkeypatch, tmp_path):
+    from kd_helpers.util import REPO_ROOT
+    monkeypatch.delenv("KD_FIGURES_DIR", raising=False)
+    monkeypatch.setattr(plots, "REPO_ROOT", tmp_path)
+    assert plots.figures_dir(profile="paper") == tmp_path / "figures"
+    assert plots.figures_dir(profile="quick") == tmp_path / "reports" / "quick" / "figures"
+    monkeypatch.setenv("KD_FIGURES_DIR", str(tmp_path / "env"))
+    assert plots.figures_dir(profile="paper") == tmp_path / "env"
+    assert REPO_ROOT != tmp_path
 
 
 def test_pareto_log_axis_has_readable_ticks():

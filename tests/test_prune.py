@@ -4,7 +4,7 @@ import torch
 from kd_helpers import prune
 from kd_helpers.evaluate import flops
 from kd_helpers.experiment import _save_model, distill, load_model, train_teacher
-from kd_helpers.prune_sweep import prune_and_finetune
+from kd_helpers.prune_sweep import prune_and_finetune, speed_check
 from kd_helpers.losses import build_loss
 from kd_helpers.models import count_params, create_model
 from kd_helpers.train import TrainConfig, fit
@@ -55,6 +55,16 @@ def test_prune_and_finetune_run_is_stored(tmp_path):
             assert m["params"] < 0.5 * m["params_before_prune"]
         model = load_model(r["dir"] / "model.pt", in_shape=(1, 28, 28))
         assert model(torch.randn(2, 1, 28, 28))[0].shape == (2, 10)
+
+    # the speed check re-times the models from their weights: on a published store (no student
+    # weights) it returns nothing instead of failing, and the notebook says why
+    from kd_helpers.publish import publish
+    from kd_helpers.results import load_results
+    speed = speed_check(load_results(tmp_path), "baseline", batches=(1,))
+    assert set(speed.run) == {"baseline", "prune_unstru_50_kd_baseline", "prune_struct_50_kd_baseline"}
+    assert speed.set_index("run").speedup["baseline"] == 1.0
+    publish(tmp_path, tmp_path / "pub")
+    assert speed_check(load_results(tmp_path / "pub"), "baseline", batches=(1,)).empty
 
 
 def test_unknown_pruning_kind():

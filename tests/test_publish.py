@@ -95,3 +95,22 @@ def test_a_pair_teacher_is_published_without_weights_and_its_students_still_reus
     assert len(distill("kd", "mnist5k", "smoke", seeds=[0, 1], results_dir=out, progress=False)) == 2
     with pytest.raises(FileNotFoundError, match="published without them.*retrain it"):
         distill("kd", "mnist5k", "smoke", seeds=[2], results_dir=out, progress=False)
+
+
+def test_figures_rerun_on_a_published_store_trains_nothing(store, tmp_path, monkeypatch):
+    """Only notebooks whose runs are all finished re-execute (here 00_data; the KD notebook lacks
+    its baseline), into a scratch dir; a run that would train under KD_REUSE_ONLY is refused."""
+    from kd_helpers.experiment import ReuseOnly
+    from kd_helpers.report import complete_notebooks, rerun_figures
+    out = tmp_path / "pub"
+    publish(store, out)
+    assert "03_vanilla_kd" not in complete_notebooks("mnist5k", "smoke", [0, 1], out)
+    ran = rerun_figures("smoke", out, log=lambda *a: None)
+    assert "00_data" in ran["mnist5k"] and "03_vanilla_kd" not in ran["mnist5k"]
+    figs = tmp_path / "figures"   # KD_FIGURES_DIR (conftest)
+    assert (figs / "mnist5k_00_samples.png").exists() and not (figs / "mnist5k_00_samples.svg").exists()
+    assert not (tmp_path / "reports").exists() and sorted(p.name for p in out.iterdir()) == ["mnist5k"]
+    monkeypatch.setenv("KD_REUSE_ONLY", "1")
+    assert distill("kd", "mnist5k", "smoke", seeds=[0], results_dir=out, progress=False)   # finished: read
+    with pytest.raises(ReuseOnly, match="KD_REUSE_ONLY=1 forbids training"):
+        distill("baseline", "mnist5k", "smoke", seeds=[0], results_dir=out, progress=False)

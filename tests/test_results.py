@@ -122,3 +122,12 @@ def test_training_throughput_counts_training_time_only(tmp_path):
     tp = training_throughput(load_results(tmp_path))
     assert tp[["model", "images_per_s", "threads"]].to_dict("records") == [
         {"model": "small", "images_per_s": 100.0, "threads": 2}]
+
+
+def test_a_run_records_the_commit_its_process_loaded_not_head_when_it_finishes(monkeypatch):
+    import re
+
+    from kd_helpers import util
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", util.LOADED_COMMIT or "")   # tests run in a checkout
+    monkeypatch.setattr(util, "git_commit", lambda: "0" * 40)   # a commit made while a worker trains
+    assert util.environment()["git_commit"] == util.LOADED_COMMIT
