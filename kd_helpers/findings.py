@@ -148,6 +148,22 @@ def pareto_front(g: pd.DataFrame, cost: str) -> list[str]:
     return front
 
 
+def same_score_on_every_seed(g: pd.DataFrame) -> list[str]:
+    """Runs whose seeds all made the same number of test errors (a std of 0.00 that looks like
+    one run copied), with how many test images their seeds' predictions disagree on."""
+    out = []
+    for run, r in g.groupby("run"):
+        if len(r) < 2 or r.test_errors.nunique() > 1:
+            continue
+        preds = [load_predictions(d)["logits"].argmax(1) for d in r.sort_values("seed").dir]
+        diff = [int((a != b).sum()) for i, a in enumerate(preds) for b in preds[i + 1:]]
+        why = ("so these are distinct runs" if min(diff) else
+               "**two seeds predict identically: check that they are not copies of one run**")
+        out.append(f"{run} ({int(r.test_errors.iloc[0])} errors on each of {len(r)} seeds; their predictions "
+                   f"differ on {min(diff)}-{max(diff)} test images, {why})")
+    return out
+
+
 def _threads(n) -> str:
     return "" if pd.isna(n) else f" ({int(n)} thread{'s' if int(n) != 1 else ''})"
 
@@ -184,6 +200,9 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
             if cost in g:
                 lines.append(f"- Best accuracy for its {label} (Pareto front, cheapest first): "
                              + ", ".join(f"{r} ({100 * acc[r]:.2f}%)" for r in pareto_front(g, cost)) + ".")
+        same = same_score_on_every_seed(g)
+        if same:
+            lines.append("- Same accuracy on every seed: " + "; ".join(same) + ".")
         refs = [f"{r} {100 * acc[r]:.2f}% vs {REFERENCE[ds][r][0]:.2f}%" for r in REFERENCE.get(ds, {}) if r in acc]
         if refs:
             lines.append("- Against the reference study's table (this study vs reference): " + "; ".join(refs) + ".")

@@ -172,8 +172,7 @@ def rerun_summaries(profile: str = "paper", results_dir=None, log=print) -> dict
 def complete_notebooks(dataset: str, profile: str, seeds, root: Path) -> list[str]:
     """The per-dataset notebooks of ``dataset`` whose every run (all ``seeds``) is finished in ``root``."""
     def done(nb):
-        jobs = study_jobs([(nb, dataset)], profile, seeds, root)
-        return all(is_finished(j.dir(root)) for j in jobs) and (nb != "20_pruning" or jobs)
+        return all(is_finished(j.dir(root)) for j in study_jobs([(nb, dataset)], profile, seeds, root))
     return [s.notebook for s in STEPS if s.per_dataset and family(dataset) in s.families and done(s.notebook)]
 
 

@@ -125,9 +125,6 @@ def test_training_throughput_counts_training_time_only(tmp_path):
 
 
 def test_a_run_records_the_commit_its_process_loaded_not_head_when_it_finishes(monkeypatch):
-    import re
-
     from kd_helpers import util
-    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", util.LOADED_COMMIT or "")   # tests run in a checkout
     monkeypatch.setattr(util, "git_commit", lambda: "0" * 40)   # a commit made while a worker trains
-    assert util.environment()["git_commit"] == util.LOADED_COMMIT
+    assert util.environment()["git_commit"] == util.LOADED_COMMIT != "0" * 40

@@ -121,3 +121,23 @@ def test_pareto_front_by_hand_and_one_cost_per_network():
                       "latency_ms": [9.0, 3.2, 3.1, 2.0, 1.0]})   # dist's network timed faster by chance
     # s costs 2.77 ms for all three runs: dist (less accurate) is not on the front because of noise
     assert pareto_front(g, "latency_ms") == ["small", "kd", "teacher"]
+
+
+def test_same_score_on_every_seed_says_the_runs_differ(tmp_path):
+    from kd_helpers.findings import same_score_on_every_seed
+    from kd_helpers.results import write_npz
+    y = np.zeros(6, dtype=np.int64)
+    preds = {0: [0, 0, 0, 0, 1, 2], 1: [1, 2, 0, 0, 0, 0], 2: [0, 0, 0, 0, 1, 2]}   # 2 errors each
+    rows = []
+    for s, p in preds.items():
+        d = tmp_path / f"seed_{s}"
+        d.mkdir()
+        write_npz(d / "predictions.npz", {"labels": y, "logits": np.eye(3)[p].astype(np.float16)})
+        rows.append({"run": "teacher", "seed": s, "test_errors": 2, "dir": d})
+    rows += [{"run": "kd", "seed": s, "test_errors": 2 + s, "dir": None} for s in range(2)]   # differ: skipped
+    df = pd.DataFrame(rows)
+    assert same_score_on_every_seed(df) == [
+        "teacher (2 errors on each of 3 seeds; their predictions differ on 0-4 test images, **two seeds predict "
+        "identically: check that they are not copies of one run**)"]
+    assert same_score_on_every_seed(df[df.seed < 2]) == [
+        "teacher (2 errors on each of 2 seeds; their predictions differ on 4-4 test images, so these are distinct runs)"]
