@@ -54,6 +54,15 @@ def test_results_table_reference_format(store):
     assert t.set_index("Model").loc["kd", "Seeds"] == 2 and "±" in t.set_index("Model").loc["kd", "Accuracy"]
 
 
+def test_results_table_latency_is_the_networks_not_the_runs(store):
+    df = load_results(store)
+    df.loc[(df.run == "kd") & (df.seed == 0), "latency_ms"] = 1.0   # timed while another job ran
+    df.loc[(df.run == "kd") & (df.seed == 1), "latency_ms"] = 3.0
+    df.loc[df.run == "teacher", "latency_ms"] = 7.0
+    t = results_table(df, "mnist5k").set_index("Model")["Latency (ms)"]
+    assert t.to_dict() == {"teacher": "7.000", "kd": "2.000"}
+
+
 def test_update_readme_rewrites_only_the_marked_section(store, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n\n{START}\nold\n{END}\n\nafter\n")

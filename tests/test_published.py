@@ -55,3 +55,13 @@ def test_findings_say_when_a_teacher_is_no_better_than_its_student():
             flagged[ds] = acc["teacher"] <= acc["baseline"]
             assert ("no more accurate than the student" in study_findings(g)) == flagged[ds], ds
     assert flagged.get("cifar10@resnet56-resnet20") and not flagged.get("mnist")   # both branches seen
+
+
+def test_findings_state_the_seed_count_as_it_is():
+    from kd_helpers.findings import study_findings
+    from kd_helpers.report import readme_root
+    df = load_results(readme_root("paper"))
+    mnist = df[df.dataset == "mnist"]
+    assert "\n3 seed(s) per run;" in study_findings(mnist)
+    uneven = mnist[(mnist.run == "teacher") | (mnist.seed == 0)]   # teacher 3 seeds, the rest 1
+    assert "\n1-3 seeds per run (column Seeds);" in study_findings(uneven)

@@ -115,12 +115,13 @@ def test_versus_reference():
 
 def test_pareto_front_by_hand_and_one_cost_per_network():
     from kd_helpers.findings import pareto_front
-    g = pd.DataFrame({"run": ["teacher", "baseline", "kd", "dist", "small"],
-                      "model": ["big", "s", "s", "s", "tiny"],
-                      "test_acc": [0.90, 0.80, 0.85, 0.79, 0.70],
-                      "latency_ms": [9.0, 3.2, 3.1, 2.0, 1.0]})   # dist's network timed faster by chance
+    g = pd.DataFrame({"run": ["teacher", "baseline", "kd", "dist", "small", "prune_kd"],
+                      "model": ["big", "s", "s", "s", "tiny", "s"],
+                      "params": [900, 100, 100, 100, 10, 50],   # the pruned copy of s is another network
+                      "test_acc": [0.90, 0.80, 0.85, 0.79, 0.70, 0.81],
+                      "latency_ms": [9.0, 3.2, 3.1, 2.0, 1.0, 2.5]})   # dist's network timed faster by chance
     # s costs 2.77 ms for all three runs: dist (less accurate) is not on the front because of noise
-    assert pareto_front(g, "latency_ms") == ["small", "kd", "teacher"]
+    assert pareto_front(g, "latency_ms") == ["small", "prune_kd", "kd", "teacher"]
 
 
 def test_same_score_on_every_seed_says_the_runs_differ(tmp_path):
