@@ -44,6 +44,10 @@ def _seeds(v):
     return "a non-empty list of non-negative integers, e.g. [0, 1, 2]"
 
 
+def _seeds_or_none(v):
+    return None if v is None else _seeds(v)
+
+
 def _path_or_none(v):
     return None if v is None or isinstance(v, str) else "a path (string) or None"
 
@@ -92,7 +96,7 @@ def _str(v):
 # name -> rule (returns None if the value is fine, else what is accepted)
 RULES = {
     "dataset": _dataset, "datasets": _datasets, "profile": _choice(*PROFILES), "seeds": _seeds,
-    "teacher_seeds": _seeds, "prune_seeds": _seeds, "data_dir": _path_or_none, "results_dir": _path_or_none,
+    "teacher_seeds": _seeds, "prune_seeds": _seeds_or_none, "data_dir": _path_or_none, "results_dir": _path_or_none,
     "reference": _str, "ablation": _bool,
     # temperatures and scales must be positive; weights non-negative; shares in [0, 1]
     "T": _num(0, lo_open=True), "tau": _num(0, lo_open=True), "p": _num(0, lo_open=True),
@@ -101,6 +105,15 @@ RULES = {
     "warmup": _num(0, integer=True), "finetune_epochs": _num(1, integer=True),
     "amounts": _fractions, "kinds": _list_of(("unstructured", "structured")), "finetune": _list_of(("ce", "kd")),
 }
+
+
+# a parameter left None takes another's value (20_pruning: prune every seed the study trains)
+FALLBACK = {"prune_seeds": "seeds"}
+
+
+def resolved(params: dict) -> dict:
+    """``params`` with every ``FALLBACK`` parameter left None set to the value it falls back on."""
+    return {**params, **{k: params[v] for k, v in FALLBACK.items() if k in params and params[k] is None}}
 
 
 def declared(notebook: str) -> dict:
@@ -137,7 +150,7 @@ def check_parameters(namespace: dict, notebook: str) -> dict:
         if problem:
             raise ParameterError(f"Notebook {notebook}: parameter {name}={given.get(name)!r} is not accepted; "
                                  f"{name} must be {problem}.")
-    return {name: given.get(name) for name in names}
+    return resolved({name: given.get(name) for name in names})
 
 
 __all__ = ["ParameterError", "RULES", "check_parameters", "declared"]

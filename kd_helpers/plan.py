@@ -18,7 +18,7 @@ from typing import Callable
 from . import ablation
 from .experiment import RunSpec, run, spec_for
 from .losses import hparams, loss_class
-from .params import declared
+from .params import declared, resolved
 from .presets import preset
 from .prune_sweep import prune_and_finetune, run_name
 from .results import best_run, load_results, results_root, run_dir
@@ -157,7 +157,7 @@ def jobs(notebook: str, params: dict, results_dir=None) -> list[Job]:
     """The runs ``notebook`` trains with ``params`` (missing ones: its parameters cell's defaults)."""
     if notebook not in NOTEBOOKS:
         return []
-    p = {**declared(notebook), **params, "notebook": notebook}
+    p = resolved({**declared(notebook), **params, "notebook": notebook})
     make = NOTEBOOKS[notebook]
     listed = make(p, results_dir or p.get("results_dir")) if make is _pruning else make(p)
     unique: dict[tuple, Job] = {}

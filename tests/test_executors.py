@@ -246,3 +246,14 @@ def test_a_preempted_task_releases_its_lock_and_is_requeued_with_the_same_job(tm
     RunLock(lock).acquire()._stop.set()          # held by this process, as inside a running task
     delayed = executors.RunTask().checkpoint(job, str(tmp_path))
     assert not lock.exists() and delayed.args[0] == job
+
+
+def test_pruning_runs_on_every_seed_of_the_study_unless_told_otherwise():
+    from kd_helpers.params import check_parameters
+    seeds = lambda **kw: sorted({(j.run, j.seed) for j in plan.jobs("20_pruning", {**SMOKE, "seeds": [0, 2], **kw},
+                                                                      "/nonexistent")})
+    assert seeds() == [("baseline", 0), ("baseline", 2), ("kd", 0), ("kd", 2)]
+    assert seeds(prune_seeds=[2]) == [("baseline", 2), ("kd", 2)]
+    ns = {**plan.declared("20_pruning"), "seeds": [1, 2]}   # what the notebook sees after papermill's cell
+    assert check_parameters(ns, "20_pruning")["prune_seeds"] == [1, 2]
+    assert check_parameters({**ns, "prune_seeds": [0]}, "20_pruning")["prune_seeds"] == [0]

@@ -11,7 +11,6 @@ def dkd_terms(s_logits, t_logits, y, T: float) -> tuple[torch.Tensor, torch.Tens
     TCKD = KL(b_t || b_s) on the binary (target, non-target) probabilities;
     NCKD = KL(p~_t || p~_s) on the distribution over non-target classes only (eq. 3-4).
     """
-    t_logits = t_logits
     gt = F.one_hot(y, s_logits.shape[1]).bool()
     ps, pt = F.softmax(s_logits / T, 1), F.softmax(t_logits / T, 1)
     bs = torch.stack([ps[gt], 1 - ps[gt]], 1).clamp_min(1e-12)
