@@ -4,6 +4,8 @@ training protocol (notebooks/01_teacher, appendix).
 Each row changes one thing against the study's protocol and trains the teacher (or the no-KD
 student) once per seed. The protocol is chosen on **validation** accuracy only; the test
 accuracy of the selected (best-validation) epoch and of the last epoch are shown beside it.
+A row with another validation split (more training images, a smaller validation set) is
+reported but never chosen: accuracies on different validation sets do not compare.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from dataclasses import replace
 import pandas as pd
 
 from .experiment import RunSpec, run, spec_for
-from .findings import reference_sentence
+from .findings import REFERENCE, reference_sentence
 from .presets import family
 
 # family -> rows (label, role, changes); changes: a model name and/or TrainConfig fields.
@@ -29,6 +31,10 @@ GRID = {
          dict(model="mlp_student_nodrop", schedule="constant")),
         ("student, no dropout, cosine lr", "baseline", dict(model="mlp_student_nodrop")),
         ("student, dropout (input 0.1, hidden 0.3), cosine lr (the study's)", "baseline", {}),
+        ("teacher, the study's, validation split 1/5 as large (more training images)", "teacher",
+         dict(val_scale=0.2)),
+        ("student, the study's, validation split 1/5 as large (more training images)", "baseline",
+         dict(val_scale=0.2)),
     ],
     "cnn": [
         ("teacher, reference: no BatchNorm, constant lr", "teacher",
@@ -43,6 +49,18 @@ GRID = {
 }
 
 
+# what the reference may have done differently that the grid does not vary (said where a gap remains)
+NOT_VARIED = {
+    "mlp": "the number of epochs, the input jitter of up to 2 pixels and the max-norm weight constraint with "
+           "which Hinton et al. 2015 trained their MNIST teacher",
+    "cnn": "the number of epochs, data augmentation, the optimiser",
+}
+
+def _val_size(data, scale: float):
+    """The study's validation split scaled (a count stays a count, a fraction a fraction)."""
+    return max(1, round(data.val_size * scale)) if data.val_size >= 1 else round(data.val_size * scale, 6)
+
+
 def _slug(changes: dict) -> str:
     return "__".join(f"{k}={v}" for k, v in sorted(changes.items()))
 
@@ -51,8 +69,11 @@ def specs(dataset: str, profile: str, seed: int) -> list[tuple[str, str, RunSpec
     """The grid's runs for one seed: (label, role, spec, is the study's own run)."""
     out = []
     for label, role, changes in GRID.get(family(dataset), []):   # no grid for the residual pairs
-        train = {k: v for k, v in changes.items() if k != "model"}
+        train = {k: v for k, v in changes.items() if k not in ("model", "val_scale")}
         spec = spec_for(role, dataset, profile, seed, model=changes.get("model"), **train)
+        if "val_scale" in changes:   # named by the split it gives: val_size=1000 on full MNIST
+            changes = {"val_size": _val_size(spec.data, changes["val_scale"])}
+            spec = replace(spec, data=replace(spec.data, **changes))
         if changes:   # a run of its own; the study's protocol is the study's own run, reused
             spec = replace(spec, run=f"ablation_{role}__{_slug(changes)}")
         out.append((label, role, spec, not changes))
@@ -70,17 +91,26 @@ def protocol_ablation(dataset: str, profile: str = "quick", seeds=(0,), *, resul
             rows.append({"protocol": label, "role": role, "run": spec.run, "seed": s, "model": spec.model,
                          "val_acc": m["val_acc"], "test_acc": m["test_acc"],
                          "test_acc_last_epoch": m["test_acc_last_epoch"], "selected_epoch": m["selected_epoch"],
-                         "precision": m["precision"], "train_s": m["train_s"], "study": study})
-    if not rows:
+                         "precision": m["precision"], "train_s": m["train_s"], "study": study,
+                         "val_size": spec.data.val_size})
+    return summarise(pd.DataFrame(rows))
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (role, protocol), mean over seeds; ``best on validation`` marks each role's
+    choice among the rows validated on the study's own split."""
+    if df.empty:
         return pd.DataFrame(columns=["role", "protocol", "val_acc", "test_acc", "study", "best on validation"])
-    df = pd.DataFrame(rows)
     out = (df.groupby(["role", "protocol"], sort=False)
            .agg(model=("model", "first"), seeds=("seed", "size"), val_acc=("val_acc", "mean"),
                 test_acc=("test_acc", "mean"), test_acc_last_epoch=("test_acc_last_epoch", "mean"),
                 selected_epoch=("selected_epoch", "mean"), precision=("precision", "first"),
-                train_min=("train_s", lambda t: t.mean() / 60), study=("study", "first"))
+                train_min=("train_s", lambda t: t.mean() / 60), study=("study", "first"),
+                val_size=("val_size", "first"))
            .reset_index())
-    out["best on validation"] = out.groupby("role").val_acc.transform("max") == out.val_acc
+    comparable = out.val_size == out.role.map(out[out.study].set_index("role").val_size)
+    best = out.val_acc.where(comparable).groupby(out.role).transform("max")
+    out["best on validation"] = comparable & (out.val_acc == best)
     return out
 
 
@@ -101,5 +131,13 @@ def describe(table: pd.DataFrame, dataset: str) -> str:
             f"{100 * best.test_acc_last_epoch:.2f}% at the last epoch; the reference protocol row gives "
             f"{100 * ref_row.test_acc:.2f}%.")
         lines[-1] += reference_sentence(dataset, role, ours.test_acc)
+        ref = REFERENCE.get(dataset, {}).get(role)
+        if ref and 100 * best.test_acc < ref[0]:
+            gap = ref[0] - 100 * ref_row.test_acc
+            closed = 100 * (best.test_acc - ref_row.test_acc)
+            lines[-1] += (f" **Not reproduced:** the reference protocol as run here is {gap:.2f} points short of the "
+                          f"reference's number; the rows above span {100 * (g.test_acc.max() - g.test_acc.min()):.2f} "
+                          f"points, validation's choice closes {closed:.2f} of the gap and {gap - closed:.2f} points "
+                          f"remain unexplained by this ablation (not varied: {NOT_VARIED[family(dataset)]}).")
     return "\n".join(lines)
 
