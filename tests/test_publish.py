@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from kd_helpers.experiment import distill, train_teacher
-from kd_helpers.publish import publish
+from kd_helpers import stats
+from kd_helpers.publish import compact_logits, publish
 from kd_helpers.results import DamagedRun, load_predictions, load_results, run_dir
 
 
@@ -26,6 +27,8 @@ def test_published_store_reads_like_the_original_and_is_compact(store, tmp_path)
     for r in a.itertuples():
         p, q = load_predictions(r.dir), load_predictions(out / "mnist5k" / r.run / f"seed_{r.seed}")
         assert q["logits"].dtype == np.float16 and (p["logits"].argmax(1) == q["logits"].argmax(1)).all()
+        assert np.abs(stats.softmax(p["logits"]) - stats.softmax(q["logits"])).max() < 1e-3
+        assert abs(stats.nll(p["logits"], p["labels"]) - stats.nll(q["logits"], q["labels"])) < 1e-3
     assert (run_dir(out, "mnist5k", "teacher", 0) / "model.pt").exists()       # the students' teacher keeps its weights
     assert not (run_dir(out, "mnist5k", "teacher", 1) / "model.pt").exists()   # a teacher no student distils from does not
     assert not (run_dir(out, "mnist5k", "kd", 0) / "model.pt").exists()        # students do not
@@ -33,6 +36,26 @@ def test_published_store_reads_like_the_original_and_is_compact(store, tmp_path)
     assert size(out) < 0.5 * size(store)
     manifest = json.loads((run_dir(out, "mnist5k", "kd", 1) / "manifest.json").read_text())
     assert manifest["published_from"]["model.pt"]["sha256"]    # the original's identity is kept
+
+
+def test_compact_logits_are_relative_to_the_top_one_and_floored():
+    z = np.array([[1.0, 3.0, -20.0], [5.0, 5.0 - 1e-6, 4.0]], dtype=np.float32)
+    c = compact_logits(z)
+    assert c.dtype == np.float16
+    assert c[0].tolist() == [-2.0, 0.0, -16.0]
+    assert c[1].argmax() == 0 and c[1, 1] < 0   # a near-tie keeps its order
+    np.testing.assert_allclose(stats.softmax(c), stats.softmax(z), atol=2e-7)
+
+
+def test_a_store_in_an_older_format_is_republished(store, tmp_path):
+    out = tmp_path / "pub"
+    publish(store, out)
+    m = run_dir(out, "mnist5k", "kd", 0) / "manifest.json"
+    old = json.loads(m.read_text())
+    old.pop("format")
+    m.write_text(json.dumps(old))
+    publish(store, out)
+    assert json.loads(m.read_text())["format"] == json.loads((run_dir(out, "mnist5k", "kd", 1) / "manifest.json").read_text())["format"]
 
 
 def test_a_published_run_is_reused_not_retrained(store, tmp_path, monkeypatch):

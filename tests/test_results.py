@@ -128,3 +128,24 @@ def test_a_run_records_the_commit_its_process_loaded_not_head_when_it_finishes(m
     from kd_helpers import util
     monkeypatch.setattr(util, "git_commit", lambda: "0" * 40)   # a commit made while a worker trains
     assert util.environment()["git_commit"] == util.LOADED_COMMIT != "0" * 40
+
+
+def test_only_an_edit_of_the_code_makes_a_commit_dirty(monkeypatch, tmp_path):
+    import subprocess
+    from kd_helpers import util
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,
+                                    check=True, capture_output=True)
+    (tmp_path / "kd_helpers").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "kd_helpers" / "fit.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "table.md").write_text("| a |\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    monkeypatch.setattr(util, "REPO_ROOT", tmp_path)
+    head = util.git_commit()
+    assert len(head) == 40
+    (tmp_path / "reports" / "table.md").write_text("| b |\n")   # a regenerated report: the study's output
+    assert util.git_commit() == head
+    (tmp_path / "kd_helpers" / "fit.py").write_text("x = 2\n")   # the code that trains a run
+    assert util.git_commit() == head + "-dirty"

@@ -158,5 +158,5 @@ def test_ablation_chooses_on_the_studys_validation_split_and_says_what_stays_une
     assert "validation picks *study's*" in text
     assert ("**Not reproduced:** the reference protocol as run here is 0.80 points short of the reference's "
             "number; the rows above span 0.65 points, validation's choice closes 0.59 of the gap and 0.21 points "
-            "remain unexplained by this ablation (not varied: the number of epochs") in text
+            "remain unexplained by this ablation (not varied: the max-norm weight constraint") in text
     assert "Not reproduced" not in describe(t.assign(test_acc=t.test_acc + 0.01), "mnist")   # 99.74% > 98.95%
