@@ -212,7 +212,8 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
             lines.append("- Same accuracy on every seed: " + "; ".join(same) + ".")
         refs = [f"{r} {100 * acc[r]:.2f}% vs {REFERENCE[ds][r][0]:.2f}%" for r in REFERENCE.get(ds, {}) if r in acc]
         if refs:
-            lines.append("- Against the reference study's table (this study vs reference): " + "; ".join(refs) + ".")
+            lines.append("- Against the reference study's table (this study vs reference; where the gaps come from: the "
+                         "protocol ablation, appendix of 01_teacher): " + "; ".join(refs) + ".")
         hours = g.train_s.sum() / 3600 if "train_s" in g else float("nan")
         lines.append(f"- Compute: {len(g)} runs, {hours:.2f} h of training in total, "
                      f"{g.train_flops.sum():.2e} training FLOPs ({', '.join(sorted(set(g.precision.astype(str))))}).")

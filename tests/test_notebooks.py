@@ -210,9 +210,11 @@ def test_runner_records_what_each_notebook_trained(tmp_path):
               only=["01_teacher"], log=lambda *_: None)
     t = run_study("smoke", **kw)["mnist5k/01_teacher"]
     from kd_helpers.ablation import GRID
-    # the teacher, the baseline student its appendix compares, and every changed row of the ablation
+    # the study's own runs the appendix compares (teacher, baseline, KD), and every changed row of the ablation
+    own = {role for _, role, changes in GRID["mlp"] if not changes}
     ablation_runs = sum(1 for _, _, changes in GRID["mlp"] if changes)
-    assert t["trained_runs"] == 2 + ablation_runs and t["commit"] and t["machine"]
+    assert own == {"teacher", "baseline", "kd"}
+    assert t["trained_runs"] == len(own) + ablation_runs and t["commit"] and t["machine"]
     assert "float32" in t["precision"] and set(t["precision"].split(", ")) <= {"float32", "bfloat16"}
     assert run_study("smoke", **kw)["mnist5k/01_teacher"]["trained_runs"] == 0   # reused
     recorded = json.loads((tmp_path / "rep" / "timings.json").read_text())["notebooks"]["mnist5k/01_teacher"]

@@ -65,3 +65,14 @@ def test_findings_state_the_seed_count_as_it_is():
     assert "\n3 seed(s) per run;" in study_findings(mnist)
     uneven = mnist[(mnist.run == "teacher") | (mnist.seed == 0)]   # teacher 3 seeds, the rest 1
     assert "\n1-3 seeds per run (column Seeds);" in study_findings(uneven)
+
+
+def test_findings_compare_every_reference_row_with_the_published_runs():
+    from kd_helpers.findings import REFERENCE, study_findings
+    from kd_helpers.report import readme_root
+    df = load_results(readme_root("paper"))
+    mnist = df[df.dataset == "mnist"]
+    line = next(x for x in study_findings(mnist).splitlines() if x.startswith("- Against the reference"))
+    assert "the protocol ablation, appendix of 01_teacher" in line
+    for run, (ref, _) in REFERENCE["mnist"].items():   # each from the store's own mean, beside the reference's
+        assert f"{run} {100 * mnist[mnist.run == run].test_acc.mean():.2f}% vs {ref:.2f}%" in line
