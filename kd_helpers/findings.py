@@ -31,9 +31,22 @@ def baseline_for(df: pd.DataFrame, run: str) -> str | None:
         if len(same) else None
 
 
-def versus_baselines(df: pd.DataFrame, runs, alpha: float = 0.05) -> pd.DataFrame:
-    """One row per run in ``runs`` that has a baseline: accuracies, the per-seed differences with
-    a paired t-test, McNemar on every seed both have, Holm over the family, and costs."""
+def finetuned_with_ce(df: pd.DataFrame, run: str) -> str | None:
+    """What a pruned model fine-tuned with KD is compared with (notebook 20): the same source,
+    pruned the same way, fine-tuned with CE; None for any other run."""
+    rows = df[df.run == run]
+    if rows.empty or "prune_source" not in df or pd.isna(rows.prune_source.iloc[0]) or rows.method.iloc[0] == "ce":
+        return None
+    r = rows.iloc[0]
+    same = df[(df.method == "ce") & (df.prune_source == r.prune_source) & (df.prune_kind == r.prune_kind)
+              & (df.prune_amount == r.prune_amount)].run.unique()
+    return same[0] if len(same) else None
+
+
+def versus_baselines(df: pd.DataFrame, runs, alpha: float = 0.05, against=baseline_for) -> pd.DataFrame:
+    """One row per run in ``runs`` that has a baseline (``against(df, run)``, by default its
+    network's no-KD run): accuracies, the per-seed differences with a paired t-test, McNemar on
+    every seed both have, Holm over the family, and costs."""
     rows, mc_p, mc_where, preds = [], [], [], {}
 
     def predictions(d):   # a baseline serves every run of its network: read its file once
@@ -41,7 +54,7 @@ def versus_baselines(df: pd.DataFrame, runs, alpha: float = 0.05) -> pd.DataFram
             preds[d] = load_predictions(d)
         return preds[d]
     for run in runs:
-        base = baseline_for(df, run)
+        base = against(df, run)
         if base is None:
             continue
         a, b = df[df.run == run].set_index("seed"), df[df.run == base].set_index("seed")
@@ -170,18 +183,48 @@ def same_score_on_every_seed(g: pd.DataFrame) -> list[str]:
     return out
 
 
+def _compute(table: pd.DataFrame, every: pd.DataFrame) -> str:
+    """What the study's runs cost: the table's runs, then the ablation's and the pruning's, then all."""
+    hours = lambda x: x.train_s.sum() / 3600
+    extra = [(label, every[every.run.str.startswith(prefix)]) for label, prefix in
+             (("the protocol ablation", "ablation_"), ("distill-then-prune", "prune_"))]
+    more = "".join(f"; {label}: {len(x)} runs, {hours(x):.2f} h" for label, x in extra if len(x))
+    total = f"; in all {len(every)} runs, {hours(every):.2f} h, {every.train_flops.sum():.2e} training FLOPs" if more else ""
+    return (f"- Compute (training time as recorded, {', '.join(sorted(set(every.precision.astype(str))))}): the table's "
+            f"{len(table)} runs {hours(table):.2f} h, {table.train_flops.sum():.2e} training FLOPs{more}{total}.")
+
+
 def _threads(n) -> str:
     return "" if pd.isna(n) else f" ({int(n)} thread{'s' if int(n) != 1 else ''})"
+
+
+def pruning_verdicts(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Every pruned model fine-tuned with KD against its CE-fine-tuned twin (one dataset)."""
+    kd = sorted(df[df.run.str.startswith("prune_") & (df.method != "ce")].run.unique())
+    return versus_baselines(df, kd, alpha, against=finetuned_with_ce)
+
+
+def pruning_sentence(vs: pd.DataFrame, alpha: float = 0.05) -> str:
+    """Distill-then-prune in one line: how often KD fine-tuning beats CE fine-tuning."""
+    if vs.empty:
+        return ""
+    n = vs.verdict.value_counts()
+    return (f"- Distill-then-prune (20_pruning): a pruned student fine-tuned with KD against the same pruned "
+            f"student fine-tuned with CE (McNemar per seed, Holm over {int(vs.mcnemar_tests.iloc[0])} tests, "
+            f"alpha={alpha}): better in {n.get('better', 0)}, worse in {n.get('worse', 0)}, no significant "
+            f"difference in {n.get('no significant difference', 0)} of {len(vs)} pruned models; mean differences "
+            f"{100 * vs['diff'].min():+.2f} to {100 * vs['diff'].max():+.2f} points.")
 
 
 def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
     """The report's opening: per dataset, which methods beat their baseline (with the evidence
     and effect sizes), the accuracy/size and accuracy/latency trade-off, the distance to the
-    reference study, and what the runs cost. Generated from ``df``; nothing typed by hand."""
-    df = df[~df.run.str.startswith(("prune_", "ablation_"))]
+    reference study, whether KD helps after pruning, and what the runs cost. Generated from
+    ``df``; nothing typed by hand."""
+    everything, df = df, df[~df.run.str.startswith(("prune_", "ablation_"))]
     parts = []
     for ds in sorted(df.dataset.unique()):
-        g = df[df.dataset == ds]
+        g, every = df[df.dataset == ds], everything[everything.dataset == ds]
         runs = [r for r in g.run.unique() if r != "teacher"]
         vs = versus_baselines(g, runs, alpha)
         n = g.groupby("run").seed.nunique()
@@ -214,9 +257,10 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
         if refs:
             lines.append("- Against the reference study's table (this study vs reference; where the gaps come from: the "
                          "protocol ablation, appendix of 01_teacher): " + "; ".join(refs) + ".")
-        hours = g.train_s.sum() / 3600 if "train_s" in g else float("nan")
-        lines.append(f"- Compute: {len(g)} runs, {hours:.2f} h of training in total, "
-                     f"{g.train_flops.sum():.2e} training FLOPs ({', '.join(sorted(set(g.precision.astype(str))))}).")
+        prune = every[every.run.str.startswith("prune_")]
+        if len(prune):
+            lines.append(pruning_sentence(pruning_verdicts(every, alpha), alpha))
+        lines.append(_compute(g, every))
         tp = training_throughput(g)
         if len(tp):
             lines.append("- Training throughput of each network (its no-KD runs; training images/s, per-epoch "

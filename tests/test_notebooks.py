@@ -75,6 +75,17 @@ def check_ablation(nb, dataset):
         assert all(t["best on validation"][i] == (i in same and t["val_acc"][i] == best) for i in rows)
 
 
+def check_pruning_verdicts(nb):
+    """20_pruning compares every KD-fine-tuned pruned model with its CE-fine-tuned twin, and only that."""
+    found = [o.metadata["kd_pruning"] for c in nb.cells for o in c.get("outputs", [])
+             if "kd_pruning" in o.get("metadata", {})]
+    assert len(found) == 1
+    v = found[0]
+    assert len(v["run"]) == 4   # 2 kinds x 1 amount x 2 sources, each fine-tuned with KD
+    assert all("_kd_" in r and b == r.replace("_kd_", "_ce_", 1) for r, b in zip(v["run"], v["baseline"]))
+    assert set(v["verdict"]) <= {"better", "worse", "no significant difference"} and set(v["seeds"]) == {1}
+
+
 def check_method_summary(name, nb, min_acc=0.0):
     s = recorded_summary(nb)
     if name not in METHOD_NOTEBOOKS:
@@ -104,6 +115,8 @@ def test_notebook_smoke_mnist5k(name, tmp_path, store):
     check_method_summary(name, nb, min_acc=0.2)
     if name == "01_teacher":
         check_ablation(nb, "mnist5k")   # the MLP baseline is well above chance after one smoke epoch
+    if name == "20_pruning":
+        check_pruning_verdicts(nb)
 
 
 @needs_cifar

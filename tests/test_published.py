@@ -76,3 +76,15 @@ def test_findings_compare_every_reference_row_with_the_published_runs():
     assert "the protocol ablation, appendix of 01_teacher" in line
     for run, (ref, _) in REFERENCE["mnist"].items():   # each from the store's own mean, beside the reference's
         assert f"{run} {100 * mnist[mnist.run == run].test_acc.mean():.2f}% vs {ref:.2f}%" in line
+
+
+def test_findings_count_the_compute_of_every_published_run_and_judge_kd_after_pruning():
+    from kd_helpers.findings import pruning_verdicts, study_findings
+    from kd_helpers.report import readme_root
+    df = load_results(readme_root("paper"))
+    mnist = df[df.dataset == "mnist"]
+    text = study_findings(mnist)
+    assert f"in all {len(mnist)} runs, {mnist.train_s.sum() / 3600:.2f} h" in text   # ablation and pruning included
+    vs = pruning_verdicts(mnist)
+    assert len(vs) == 16 and (vs.seeds == 3).all()   # 2 kinds x 4 amounts x 2 sources, fine-tuned with KD, 3 seeds
+    assert f"of {len(vs)} pruned models" in text

@@ -198,3 +198,13 @@ def test_the_ablation_says_when_the_studys_protocol_widens_the_gap_and_what_kd_g
            "protocol widens it by 0.34 points." in text
     assert ("- **KD against the no-KD student** (test, 1 seed per row, reported): under the reference protocol, 98.62% "
             "against 98.20% (+0.42 points); under the study's protocol, 98.28% against 98.62% (-0.34 points).") in text
+
+
+def test_a_pruned_model_fine_tuned_with_kd_is_compared_with_its_ce_twin_only():
+    from kd_helpers.findings import finetuned_with_ce
+    rows = [("prune_struct_50_kd_srd", "kd", "srd", "structured", 0.5), ("prune_struct_50_ce_srd", "ce", "srd", "structured", 0.5),
+            ("prune_struct_70_ce_srd", "ce", "srd", "structured", 0.7), ("prune_unstru_50_ce_srd", "ce", "srd", "unstructured", 0.5),
+            ("prune_struct_50_ce_baseline", "ce", "baseline", "structured", 0.5), ("kd", "kd", None, None, None)]
+    df = pd.DataFrame(rows, columns=["run", "method", "prune_source", "prune_kind", "prune_amount"])
+    assert finetuned_with_ce(df, "prune_struct_50_kd_srd") == "prune_struct_50_ce_srd"
+    assert finetuned_with_ce(df, "prune_struct_50_ce_srd") is None and finetuned_with_ce(df, "kd") is None
