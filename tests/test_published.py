@@ -88,3 +88,4 @@ def test_findings_count_the_compute_of_every_published_run_and_judge_kd_after_pr
     vs = pruning_verdicts(mnist)
     assert len(vs) == 16 and (vs.seeds == 3).all()   # 2 kinds x 4 amounts x 2 sources, fine-tuned with KD, 3 seeds
     assert f"of {len(vs)} pruned models" in text
+    assert text in readme_block(START, END)   # the README says it too
