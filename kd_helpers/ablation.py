@@ -114,6 +114,50 @@ def protocol_ablation(dataset: str, profile: str = "quick", seeds=(0,), *, resul
     return summarise(pd.DataFrame(rows))
 
 
+def from_results(results: pd.DataFrame, dataset: str, profile: str) -> pd.DataFrame:
+    """The ablation's table from finished runs only (the README, a published store): every seed
+    that has ablation runs, the roles whose rows are all there; nothing is trained."""
+    g = results[results.dataset == dataset]
+    by_run = g.set_index(["run", "seed"])
+    rows = []
+    for s in sorted(g[g.run.str.startswith("ablation_")].seed.unique()):
+        for label, role, spec, study in specs(dataset, profile, int(s)):
+            if (spec.run, s) in by_run.index:
+                r = by_run.loc[(spec.run, s)]
+                rows.append({"protocol": label, "role": role, "run": spec.run, "seed": s, "model": spec.model,
+                             "val_acc": r.val_acc, "test_acc": r.test_acc, "test_acc_last_epoch": r.test_acc_last_epoch,
+                             "selected_epoch": r.selected_epoch, "precision": r.precision, "train_s": r.train_s,
+                             "study": study, "val_size": spec.data.val_size, "n_val": r.n_val})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return summarise(df)
+    grid = pd.Series([role for _, role, _ in GRID[family(dataset)]]).value_counts()
+    have = df.groupby(["role", "seed"]).size()
+    complete = [role for role in grid.index if all(have.get((role, s), 0) == grid[role] for s in df.seed.unique())]
+    return summarise(df[df.role.isin(complete)])
+
+
+def summary_line(table: pd.DataFrame, dataset: str) -> str:
+    """The ablation in one README line: each role under the reference's protocol as run here,
+    under the study's and in its best row on test (reported, never chosen)."""
+    if table.empty:
+        return ""
+    parts = []
+    for role, g in table.groupby("role", sort=False):
+        ours, ref_row, top = g[g.study].iloc[0], g.iloc[0], g.loc[g.test_acc.idxmax()]
+        ref = REFERENCE.get(dataset, {}).get(role)
+        part = (f"{WHO[role]} {100 * ref_row.test_acc:.2f}% under the reference's protocol as run here, "
+                f"{100 * ours.test_acc:.2f}% under the study's" + (f" (reference {ref[0]:.2f}%)" if ref else ""))
+        if top.protocol != ours.protocol:
+            part += f", {100 * top.test_acc:.2f}% at most (*{top.protocol}*)"
+        parts.append(part)
+    n = int(table.seeds.max())
+    gain = _kd_against_baseline(table)
+    gain = (" KD against the no-KD student: " + gain[0].split("reported): ", 1)[1]) if gain else ""
+    return (f"- Protocol ablation (01_teacher appendix; test accuracy, {n} seed{'s' * (n > 1)} per row, reported "
+            f"and never chosen): " + "; ".join(parts) + "." + gain)
+
+
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (role, protocol), mean over seeds; ``best on validation`` marks each role's
     choice among the rows validated on the study's own split."""

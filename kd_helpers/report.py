@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .ablation import from_results, summary_line
 from .findings import REFERENCE, per_network, study_findings, versus_baselines
 from .plan import study_jobs
 from .presets import PROOF_EPOCHS, family, preset
@@ -125,9 +126,15 @@ def readme_results(df: pd.DataFrame, profile: str, root: Path) -> str:
             continue
         g = df[df.dataset == ds]
         vs = versus_baselines(g, [r for r in g.run.unique() if r != "teacher"])
-        parts.append(study_findings(every[every.dataset == ds]))
+        parts.append(study_findings(every[every.dataset == ds]) + ablation_line(every, ds, profile))
         parts.append(results_table(g, ds, vs).to_markdown(index=False))
     return "\n\n".join(parts) + "\n"
+
+
+def ablation_line(results: pd.DataFrame, dataset: str, profile: str) -> str:
+    """The protocol ablation's README line (after the findings' bullets), from finished runs."""
+    line = summary_line(from_results(results, dataset, profile), dataset)
+    return "\n" + line if line else ""
 
 
 def pairs_intro(study: str) -> str:

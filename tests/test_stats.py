@@ -208,3 +208,19 @@ def test_a_pruned_model_fine_tuned_with_kd_is_compared_with_its_ce_twin_only():
     df = pd.DataFrame(rows, columns=["run", "method", "prune_source", "prune_kind", "prune_amount"])
     assert finetuned_with_ce(df, "prune_struct_50_kd_srd") == "prune_struct_50_ce_srd"
     assert finetuned_with_ce(df, "prune_struct_50_ce_srd") is None and finetuned_with_ce(df, "kd") is None
+
+
+def test_the_ablation_is_read_from_finished_runs_and_only_complete_roles_are_summarised():
+    from kd_helpers.ablation import from_results, specs, summary_line
+    rows = []
+    for i, (label, role, spec, study) in enumerate(specs("mnist", "paper", 0)):
+        if role == "teacher" or (role == "baseline" and study):   # the baseline's other rows are missing
+            rows.append({"dataset": "mnist", "run": spec.run, "seed": 0, "val_acc": 0.98 + i / 1000,
+                         "test_acc": 0.9815 if i == 0 else 0.9874 if study else 0.983, "test_acc_last_epoch": 0.98,
+                         "selected_epoch": 20, "precision": "bfloat16", "train_s": 60.0, "n_val": 6000})
+    t = from_results(pd.DataFrame(rows), "mnist", "paper")
+    assert set(t.role) == {"teacher"} and t.study.sum() == 1
+    assert summary_line(t, "mnist") == (
+        "- Protocol ablation (01_teacher appendix; test accuracy, 1 seed per row, reported and never chosen): "
+        "teacher 98.15% under the reference's protocol as run here, 98.74% under the study's (reference 98.95%).")
+    assert summary_line(from_results(pd.DataFrame(rows).iloc[:0], "mnist", "paper"), "mnist") == ""
