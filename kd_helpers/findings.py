@@ -129,7 +129,7 @@ def describe_plain(df: pd.DataFrame) -> str:
 def describe(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
     """Markdown, one paragraph per run of ``versus_baselines``."""
     if vs.empty:
-        return "No run here has a no-KD baseline of the same network with a common seed: nothing to compare."
+        return "No run here has a baseline to compare with on a common seed: nothing to compare."
     out = []
     for r in vs.itertuples():
         seeds = f"{r.seeds} seed{'s' if r.seeds > 1 else ''}"
@@ -201,19 +201,26 @@ def _threads(n) -> str:
 def pruning_verdicts(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Every pruned model fine-tuned with KD against its CE-fine-tuned twin (one dataset)."""
     kd = sorted(df[df.run.str.startswith("prune_") & (df.method != "ce")].run.unique())
-    return versus_baselines(df, kd, alpha, against=finetuned_with_ce)
+    vs = versus_baselines(df, kd, alpha, against=finetuned_with_ce)
+    return vs if len(vs) else pd.DataFrame(columns=["run", "baseline", "seeds", "verdict", "diff"])
 
 
 def pruning_sentence(vs: pd.DataFrame, alpha: float = 0.05) -> str:
     """Distill-then-prune in one line: how often KD fine-tuning beats CE fine-tuning."""
     if vs.empty:
-        return ""
+        return ("- Distill-then-prune (20_pruning): no pruned model has been fine-tuned both with KD and with CE "
+                "on a common seed: nothing to compare.")
     n = vs.verdict.value_counts()
     return (f"- Distill-then-prune (20_pruning): a pruned student fine-tuned with KD against the same pruned "
             f"student fine-tuned with CE (McNemar per seed, Holm over {int(vs.mcnemar_tests.iloc[0])} tests, "
             f"alpha={alpha}): better in {n.get('better', 0)}, worse in {n.get('worse', 0)}, no significant "
             f"difference in {n.get('no significant difference', 0)} of {len(vs)} pruned models; mean differences "
             f"{100 * vs['diff'].min():+.2f} to {100 * vs['diff'].max():+.2f} points.")
+
+
+def pruning_report(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
+    """20_pruning's verdict: the one-line summary, then a paragraph per pruned model."""
+    return pruning_sentence(vs, alpha) + ("\n" + describe(vs, dataset, alpha) if len(vs) else "")
 
 
 def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:

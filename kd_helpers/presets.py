@@ -69,7 +69,7 @@ PAIRS = {
 
 # Five epochs keep a pair (teacher + baseline, KD, DKD, DIST on full CIFAR-10) near the hour on
 # two cores the proof may take; each pair's measured cost and images/s per network are in its
-# generated findings (README results, `Compute:` and `Training throughput:`).
+# generated findings (README results, `Compute (...)` and `Training throughput:`).
 PROOF_EPOCHS = 5
 
 
