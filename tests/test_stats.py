@@ -173,7 +173,11 @@ def test_ablation_chooses_on_the_studys_validation_split_and_says_what_stays_une
                      "mnist")
     assert "beyond their noise (two standard errors, 0.31 points): the study's protocol is not" in clear
     assert "so the ablation's rows account for the whole gap." in clear   # 99.00% >= 98.95%
-    assert "Not reproduced" not in describe(t.assign(test_acc=t.test_acc + 0.01), "mnist")   # 99.74% > 98.95%
+    above = describe(t.assign(test_acc=t.test_acc + 0.005), "mnist")   # the study 99.24% > 98.95% > 98.65% as run
+    assert "Not reproduced" not in above
+    assert ("The reference protocol as run here is 0.30 points short of the reference's number, so that number is "
+            "matched by the study's changes, not reproduced under the protocol as published") in above
+    assert "short of" not in describe(t.assign(test_acc=t.test_acc + 0.01), "mnist")   # 99.15% as run: reproduced
 
 
 def test_the_kd_rows_of_the_ablation_name_what_they_did_not_vary():
