@@ -91,7 +91,8 @@ def execute(nb: str, out: Path, params: dict, log=print) -> float:
 
 def strip_machine_paths(path: Path) -> None:
     """papermill records the absolute input/output paths in the notebook's metadata: keep them
-    relative to the repository, so a committed executed notebook names no machine's directories."""
+    relative to the repository, so a committed executed notebook names no machine's directories
+    (and its injected cell keeps one id, so a re-execution's diff shows only what changed)."""
     import nbformat
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
@@ -106,6 +107,7 @@ def strip_machine_paths(path: Path) -> None:
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.source = rel(cell.source)
+            cell.id = "injected-parameters"   # papermill draws a random id: re-executions would differ in it
     nbformat.write(nb, path)
 
 

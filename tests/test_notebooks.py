@@ -256,3 +256,4 @@ def test_executed_notebooks_name_repository_paths_relative_to_notebooks(tmp_path
     out = nbformat.read(tmp_path / "x.ipynb", as_version=4)
     assert out.cells[0].source == 'results_dir = "../reports/paper/store"\ndata_dir = "/elsewhere/data"'
     assert out.metadata.papermill.parameters == {"results_dir": "../reports/paper/store", "seeds": [0]}
+    assert out.cells[0].id == "injected-parameters"   # not papermill's random one: re-executions diff cleanly
