@@ -102,6 +102,22 @@ def _verdict(r) -> str:
     return "no significant difference"
 
 
+VERDICT_LEGEND = ("`vs baseline`: better/worse when McNemar on the test predictions, Holm-corrected over the runs "
+                  "and seeds compared, is significant in that direction on most seeds and the mean difference "
+                  "agrees, else n.s.; then on how many seeds McNemar is significant each way, and the paired "
+                  "t-test over seeds (Holm)")
+
+
+def verdict_cell(v) -> str:
+    """One run's verdict against its baseline for a table (a ``versus_baselines`` row): both tests,
+    so a majority-of-seeds McNemar verdict is never read without the seeds that disagree."""
+    base = "" if v.baseline == "baseline" else f" vs {v.baseline}"
+    mark = {"better": "better", "worse": "worse"}.get(v.verdict, "n.s.")
+    t = "n/a" if np.isnan(v.p_seeds_holm) else f"{v.p_seeds_holm:.2g}"
+    return (f"{mark}{base}; McNemar {v.mcnemar_better} better, {v.mcnemar_worse} worse of {v.seeds} seeds; "
+            f"paired t p={t}")
+
+
 def reference_sentence(dataset: str, run: str, acc: float) -> str:
     ref = REFERENCE.get(dataset, {}).get(run)
     if ref is None:
@@ -223,6 +239,25 @@ def pruning_report(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
     return pruning_sentence(vs, alpha) + ("\n" + describe(vs, dataset, alpha) if len(vs) else "")
 
 
+def paired_line(vs: pd.DataFrame, alpha: float) -> list[str]:
+    """The paired t-test over seeds next to the McNemar verdicts, naming the verdicts it does not
+    confirm: McNemar judges each seed's test examples, the paired test whether a difference
+    stands out from the seed-to-seed spread, so a reader sees which claims rest on one of them only."""
+    ok = vs[vs.p_seeds_holm.notna()]
+    if ok.empty:
+        return []
+    sig = ok[ok.p_seeds_holm < alpha].sort_values("diff", ascending=False)
+    line = (f"- Paired t-test over seeds (Holm over {len(ok)} runs, alpha={alpha}): significant for "
+            + (", ".join(f"**{r.run}** ({100 * r.diff:+.2f} points, p={r.p_seeds_holm:.2g})" for r in sig.itertuples())
+               or "no run"))
+    alone = ok[(ok.verdict != "no significant difference") & (ok.p_seeds_holm >= alpha)]
+    if len(alone):
+        line += ("; it does not confirm the McNemar verdicts of " + ", ".join(f"**{r}**" for r in alone.run)
+                 + f" (with {int(alone.seeds.min())} seeds and Holm over {len(ok)} runs the paired test has little "
+                   "power: these verdicts rest on McNemar alone)")
+    return [line + "."]
+
+
 def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
     """The report's opening: per dataset, which methods beat their baseline (with the evidence
     and effect sizes), the accuracy/size and accuracy/latency trade-off, the distance to the
@@ -253,6 +288,7 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
                                   else f"**{r.run}** ({100 * r.diff:+.2f} points)" for r in sel.itertuples())
                 lines.append(f"- {word} (McNemar per seed, Holm over {int(vs.mcnemar_tests.iloc[0])} tests, "
                              f"alpha={alpha}): {items or 'none'}.")
+            lines += paired_line(vs, alpha)
         for cost, label in (("params", "parameters"), ("latency_ms", "single-image CPU latency")):
             if cost in g:
                 lines.append(f"- Best accuracy for its {label} (Pareto front, cheapest first): "

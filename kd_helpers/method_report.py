@@ -45,8 +45,8 @@ def method_report(runs, *, dataset: str, profile: str, results_dir=None, alpha: 
 
     vs = findings.versus_baselines(df, names, alpha)
     display(Markdown("### Results\nTest set, mean ± std over seeds (%), with the teacher for reference. "
-                     "`vs baseline`: McNemar on each seed's test predictions against the no-KD run of the same "
-                     "network, Holm-corrected over the runs and seeds of this notebook."))
+                     f"{findings.VERDICT_LEGEND}, against the no-KD run of the same network; the family is this "
+                     "notebook's runs and seeds."))
     table = results_table(df, dataset, vs)
     display(table)
     extra = [c for c in df.columns if c.startswith("test_acc_") and df[c].notna().any()]

@@ -135,3 +135,16 @@ def test_parallel_benchmark_writes_its_ratio_into_its_readme(tmp_path, monkeypat
     mod.main(["--only", "03_vanilla_kd", "--update-readme", "--json", str(tmp_path / "r.json")])
     text = (tmp_path / "README.md").read_text()
     assert "**1.50x**" in text and "| 30 s | 20 s |" in text and "old" not in text
+
+
+def test_verdict_cell_shows_the_seeds_that_disagree_and_the_paired_test():
+    from types import SimpleNamespace as Row
+
+    from kd_helpers.findings import verdict_cell
+    # better on a majority of seeds, but one seed not significant and the paired test not either:
+    # the cell must say both, not just "better"
+    v = Row(baseline="baseline", verdict="better", mcnemar_better=2, mcnemar_worse=0, seeds=3, p_seeds_holm=0.41)
+    assert verdict_cell(v) == "better; McNemar 2 better, 0 worse of 3 seeds; paired t p=0.41"
+    v = Row(baseline="fitnet_baseline", verdict="no significant difference", mcnemar_better=1, mcnemar_worse=1,
+            seeds=2, p_seeds_holm=float("nan"))
+    assert verdict_cell(v) == "n.s. vs fitnet_baseline; McNemar 1 better, 1 worse of 2 seeds; paired t p=n/a"

@@ -228,3 +228,17 @@ def test_the_ablation_is_read_from_finished_runs_and_only_complete_roles_are_sum
         "- Protocol ablation (01_teacher appendix; test accuracy, 1 seed per row, reported and never chosen): "
         "teacher 98.15% under the reference's protocol as run here, 98.74% under the study's (reference 98.95%).")
     assert summary_line(from_results(pd.DataFrame(rows).iloc[:0], "mnist", "paper"), "mnist") == ""
+
+
+def test_the_paired_test_line_names_the_mcnemar_verdicts_it_does_not_confirm():
+    from kd_helpers.findings import paired_line
+    vs = pd.DataFrame({"run": ["a", "b", "c", "d"], "diff": [0.02, 0.01, -0.015, 0.0],
+                       "verdict": ["better", "better", "worse", "no significant difference"],
+                       "seeds": [3, 3, 3, 1], "p_seeds_holm": [0.01, 0.3, 0.2, np.nan]})
+    (line,) = paired_line(vs, 0.05)
+    assert "Holm over 3 runs" in line                       # d has one seed: no paired test, not counted
+    assert "significant for **a** (+2.00 points, p=0.01)" in line
+    assert "does not confirm the McNemar verdicts of **b**, **c**" in line and "**d**" not in line
+    assert paired_line(vs.assign(p_seeds_holm=np.nan), 0.05) == []
+    (line,) = paired_line(vs.assign(p_seeds_holm=0.5, verdict="no significant difference"), 0.05)
+    assert "significant for no run." in line and "confirm" not in line
