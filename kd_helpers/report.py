@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from .ablation import from_results, summary_line
-from .findings import REFERENCE, VERDICT_LEGEND, per_network, study_findings, verdict_cell, versus_baselines
+from .findings import (REFERENCE, VERDICT_LEGEND, per_network, study_compute, study_findings, verdict_cell,
+                       versus_baselines)
 from .plan import study_jobs
 from .presets import PROOF_EPOCHS, family, preset
 from .results import is_finished, load_results, read_json, results_root
@@ -113,6 +114,7 @@ def readme_results(df: pd.DataFrame, profile: str, root: Path) -> str:
              f"`{_rel(root)}`. Accuracy: mean ± std over the seeds in column Seeds (test set, %, each run's "
              f"best-validation epoch); Latency: one network's mean over all its runs (CPU, batch 1, timed "
              f"after each run); {VERDICT_LEGEND}; {provenance(df)}._"]
+    parts.append(study_compute(every))
     datasets = sorted(df.dataset.unique())
     pairs = [d for d in datasets if "@" in d]   # each a study of its own, after the main study's
     for ds in [d for d in datasets if "@" not in d] + ([None] if pairs else []) + pairs:

@@ -242,3 +242,12 @@ def test_the_paired_test_line_names_the_mcnemar_verdicts_it_does_not_confirm():
     assert paired_line(vs.assign(p_seeds_holm=np.nan), 0.05) == []
     (line,) = paired_line(vs.assign(p_seeds_holm=0.5, verdict="no significant difference"), 0.05)
     assert "significant for no run." in line and "confirm" not in line
+
+
+def test_the_whole_studys_compute_is_the_sum_of_its_runs():
+    from kd_helpers.findings import study_compute
+    every = pd.DataFrame({"dataset": ["a", "a", "b"], "train_s": [3600.0, 1800.0, 7200.0],
+                          "train_flops": [1e12, 1e12, 2e12], "precision": ["bfloat16", "bfloat16", "float32"]})
+    line = study_compute(every)
+    assert "(training time as each run recorded it, summed; bfloat16, float32): 3 runs, 3.50 h, 4.00e+12" in line
+    assert "(a 2 runs 1.50 h, b 1 run 2.00 h)" in line
