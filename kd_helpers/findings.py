@@ -213,7 +213,8 @@ def _compute(table: pd.DataFrame, every: pd.DataFrame) -> str:
 def study_compute(every: pd.DataFrame) -> str:
     """The whole store's training cost, summed over its runs as each recorded it, then per study."""
     per = every.groupby("dataset").agg(n=("train_s", "size"), s=("train_s", "sum"))
-    parts = ", ".join(f"{ds} {int(r.n)} run{'s' * (r.n != 1)} {r.s / 3600:.2f} h" for ds, r in per.iterrows())
+    parts = ", ".join(f"{ds} {int(r.n)} run{'' if int(r.n) == 1 else 's'} {r.s / 3600:.2f} h"
+                      for ds, r in per.iterrows())
     return (f"**Compute, the whole study** (training time as each run recorded it, summed; "
             f"{', '.join(sorted(set(every.precision.astype(str))))}): {len(every)} runs, "
             f"{every.train_s.sum() / 3600:.2f} h, {every.train_flops.sum():.2e} training FLOPs ({parts}).")
