@@ -28,14 +28,14 @@ def test_committed_report_notebook_states_what_the_committed_store_produces():
     store, every study in it, and its findings are what that store gives today."""
     import nbformat
 
-    from kd_helpers.findings import study_findings
+    from kd_helpers.findings import study_compute, study_findings
     from kd_helpers.report import readme_root
     nb = nbformat.read(REPO / "reports" / "paper" / "31_report.ipynb", as_version=4)
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert 'results_dir = "../reports/paper/store"' in injected   # relative to notebooks/, no machine path
     df = load_results(readme_root("paper"))
     cell = next(c for c in nb.cells if c.cell_type == "code" and "study_findings" in c.source)
-    assert cell.outputs[0]["data"]["text/markdown"] == study_findings(df)
+    assert cell.outputs[0]["data"]["text/markdown"] == study_findings(df) + "\n\n" + study_compute(df)
 
 
 def test_published_notebooks_name_no_machine_path():
