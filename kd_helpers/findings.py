@@ -81,7 +81,6 @@ def versus_baselines(df: pd.DataFrame, runs, alpha: float = 0.05, against=baseli
     out["mcnemar_tests"] = len(mc_p)
     out["mcnemar_better"] = [sum(r and up for (i, up), r in zip(mc_where, rej) if i == k) for k in out.index]
     out["mcnemar_worse"] = [sum(r and not up for (i, up), r in zip(mc_where, rej) if i == k) for k in out.index]
-    out["mcnemar_p_holm_max"] = [max(p for (i, _), p in zip(mc_where, adj) if i == k) for k in out.index]
     p_seeds = out.p_seeds.to_numpy(dtype=float)
     ok = ~np.isnan(p_seeds)
     out["p_seeds_holm"] = np.nan
@@ -199,6 +198,10 @@ def same_score_on_every_seed(g: pd.DataFrame) -> list[str]:
     return out
 
 
+def _precisions(runs: pd.DataFrame) -> str:
+    return ", ".join(sorted(set(runs.precision.astype(str))))
+
+
 def _compute(table: pd.DataFrame, every: pd.DataFrame) -> str:
     """What the study's runs cost: the table's runs, then the ablation's and the pruning's, then all."""
     hours = lambda x: x.train_s.sum() / 3600
@@ -206,7 +209,7 @@ def _compute(table: pd.DataFrame, every: pd.DataFrame) -> str:
              (("the protocol ablation", "ablation_"), ("distill-then-prune", "prune_"))]
     more = "".join(f"; {label}: {len(x)} runs, {hours(x):.2f} h" for label, x in extra if len(x))
     total = f"; in all {len(every)} runs, {hours(every):.2f} h, {every.train_flops.sum():.2e} training FLOPs" if more else ""
-    return (f"- Compute (training time as recorded, {', '.join(sorted(set(every.precision.astype(str))))}): the table's "
+    return (f"- Compute (training time as recorded, {_precisions(every)}): the table's "
             f"{len(table)} runs {hours(table):.2f} h, {table.train_flops.sum():.2e} training FLOPs{more}{total}.")
 
 
@@ -216,7 +219,7 @@ def study_compute(every: pd.DataFrame) -> str:
     parts = ", ".join(f"{ds} {int(r.n)} run{'' if int(r.n) == 1 else 's'} {r.s / 3600:.2f} h"
                       for ds, r in per.iterrows())
     return (f"**Compute, the whole study** (training time as each run recorded it, summed; "
-            f"{', '.join(sorted(set(every.precision.astype(str))))}): {len(every)} runs, "
+            f"{_precisions(every)}): {len(every)} runs, "
             f"{every.train_s.sum() / 3600:.2f} h, {every.train_flops.sum():.2e} training FLOPs ({parts}).")
 
 
