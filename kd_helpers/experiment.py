@@ -24,7 +24,7 @@ from . import evaluate
 from .data import DataConfig, Dataset, default_augment, load_dataset, resolve_data_config
 from .lock import RunLock
 from .losses import build_loss, describe_pair, hparams, loss_class
-from .models import create_model, is_resized, load_resized
+from .models import create_model, is_resized, load_resized, network_config
 from .presets import preset, variant
 from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, read_json, results_root, run_dir,
                       save_run)
@@ -46,6 +46,8 @@ class RunSpec:
     data: DataConfig = DataConfig()
     start: dict | None = None        # where the weights come from if not a fresh init (see Start)
     teacher_id: dict | None = None   # the teacher's config and weights hashes (filled in by ``run``)
+    loss_version: int = 0            # the loss definition's version (filled in by ``resolved``)
+    network: dict | None = None      # the architecture's hyper-parameters (filled in by ``resolved``)
 
     def resolved(self, data_dir=None, device: torch.device | None = None) -> "RunSpec":
         """The complete config of this run on ``device``: what ``config.json`` records and the
@@ -56,7 +58,8 @@ class RunSpec:
         train = replace(self.train, seed=self.seed, augment=bool(augment),
                         precision=resolve_precision(self.train.precision, device))
         return replace(self, run=self.run or self.method, loss=hparams(self.method, **self.loss), train=train,
-                       data=resolve_data_config(self.dataset, self.data, data_dir))
+                       data=resolve_data_config(self.dataset, self.data, data_dir),
+                       loss_version=loss_class(self.method).version, network=network_config(self.model))
 
 
 @dataclass
@@ -76,7 +79,11 @@ def json_roundtrip(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-_DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig())})
+# a config written before a setting existed is read with that setting's value then: runs from
+# before versioned losses were trained under version 1 of their loss
+_DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig()), "loss_version": 1})
+# recorded since a later version, and unknowable for older runs: absent is no difference
+RECORDED_SINCE = {"network"}
 
 # settings that change how fast a run trains or is evaluated, not what it learns: a finished
 # run is reused whatever they were
@@ -103,10 +110,10 @@ def _diff(old: dict, new: dict, prefix="", defaults: dict | None = None) -> list
     defaults = _DEFAULTS if defaults is None else defaults
     out = []
     for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
+        a, b = old.get(k, defaults.get(k)), new.get(k)   # absent from old: the value it had then
         if isinstance(a, dict) and isinstance(b, dict):
             out += _diff(a, b, f"{prefix}{k}.", defaults.get(k) if isinstance(defaults.get(k), dict) else {})
-        elif k not in old and k in defaults and defaults[k] == b:
+        elif k not in old and not prefix and k in RECORDED_SINCE:
             continue
         elif a != b:
             out.append((f"{prefix}{k}", a, b))
@@ -152,7 +159,12 @@ def _reuse(out: Path, config: dict) -> dict:
     """The finished run in ``out`` (already checked against its manifest) if it was trained with
     ``config`` (up to execution-only settings)."""
     diff = [d for d in _diff(read_json(out / "config.json"), config) if d[0] not in EXECUTION_ONLY]
-    blocking = [d for d in diff if d[0] not in REUSED_ACROSS]
+    reused_across = REUSED_ACROSS
+    if os.environ.get("KD_REUSE_ONLY") == "1":
+        # re-executing published notebooks: a run trained under an earlier loss definition (or the
+        # study's earlier hyper-parameters) is shown as published, labelled, until it is retrained
+        reused_across = REUSED_ACROSS | {k for k, _, _ in diff if k == "loss_version" or k.startswith("loss.")}
+    blocking = [d for d in diff if d[0] not in reused_across]
     if blocking:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in blocking)
         raise ConfigMismatch(f"{out} holds a finished run with a different config ({shown}). "

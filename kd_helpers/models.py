@@ -9,6 +9,9 @@ FitNets thin-deep MLP (Romero et al. 2014), and the CIFAR-10 conv family
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from typing import Callable
 
 import torch
@@ -30,6 +33,22 @@ def create_model(name: str, num_classes: int = 10, **kw) -> nn.Module:
     model = MODELS[name](num_classes=num_classes, **kw)
     model.arch = name  # recorded with checkpoints so a mismatched teacher is caught by name
     return model
+
+
+@functools.lru_cache(maxsize=None)
+def _network_config(name: str) -> str:
+    model = create_model(name)
+    return json.dumps({"class": type(model).__name__, **getattr(model, "hparams", {}),
+                       # every layer and its settings (widths, dropout rates, norms), at the
+                       # registry's default input: tells apart any two networks under one name
+                       "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest()[:16]})
+
+
+def network_config(name: str) -> dict:
+    """What a run's config records about its network beyond the registered name: the
+    architecture's hyper-parameters (widths, dropout, input dropout, BatchNorm) where the class
+    states them, and a digest of its full layer list."""
+    return json.loads(_network_config(name))
 
 
 def load_resized(model: nn.Module, state: dict) -> nn.Module:
@@ -74,6 +93,8 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float = 0.0,
                  norm: bool = False, residual: bool = False, in_dropout: float = 0.0):
         super().__init__()
+        self.hparams = {"hidden": list(hidden), "dropout": dropout, "in_dropout": in_dropout, "norm": norm,
+                        "residual": residual}
         self.in_drop = nn.Dropout(in_dropout) if in_dropout else nn.Identity()
         self.layers = nn.ModuleList()
         self.residual = residual
@@ -105,6 +126,8 @@ class ConvNet(nn.Module):
     def __init__(self, in_channels: int, widths: list[int], num_classes: int, depth: int = 2,
                  fc: int | None = 512, dropout: float = 0.5, image_size: int = 32, norm: bool = False):
         super().__init__()
+        self.hparams = {"widths": list(widths), "depth": depth, "fc": fc, "dropout": dropout if fc else 0.0,
+                        "norm": norm}
         self.stages = nn.ModuleList()
         c = in_channels
         for w in widths:
@@ -130,6 +153,10 @@ class ConvNet(nn.Module):
         emb = self.embed(x)
         feats.append(emb)
         return self.head(emb), feats
+
+    def classify_map(self, x):
+        """Logits from the last stage's map: the layers after it (SRD's frozen teacher tail)."""
+        return self.head(self.embed(x))
 
 
 def _flat(shape) -> int:

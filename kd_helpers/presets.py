@@ -116,7 +116,8 @@ VARIANTS = {
     "baseline_mod": Variant("ce", "student_mod"),
     "fitnet_baseline": Variant("ce", "fitnet"),
     "fitnets": Variant("fitnets", "fitnet"),
-    "fitnets_1stage": Variant("fitnets", "fitnet", {"stage1_frac": 0.0, "beta": 1.0}),
+    # the seed study's one-stage FitNets: its hint weight -B 2 on MSE is beta = 4 on L_HT = MSE / 2
+    "fitnets_1stage": Variant("fitnets", "fitnet", {"stage1_frac": 0.0, "beta": 4.0}),
     # the reference study's RKD row: distance term only, weight 100 (the paper's is 25 + angle 50)
     "rkd_ref": Variant("rkd", "student", {"w_d": 100.0, "w_a": 0.0}),
 }

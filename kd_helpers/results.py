@@ -154,7 +154,9 @@ def load_results(root=None, profile: str | None = None) -> pd.DataFrame:
     for d in _runs(results_root(root, profile), damaged):
         cfg, m = read_json(d / "config.json"), read_json(d / "metrics.json")
         rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
-                     "model": cfg["model"], "seed": cfg["seed"], "teacher_run": cfg.get("teacher"),
+                     "model": cfg["model"], "seed": cfg["seed"],
+                     # runs from before versioned losses carry none: they were trained under version 1
+                     "loss_version": cfg.get("loss_version", 1), "teacher_run": cfg.get("teacher"),
                      "teacher_seed": cfg.get("teacher_seed") if cfg.get("teacher") else None,
                      **m, "dir": str(d)})
     df = pd.DataFrame(rows)

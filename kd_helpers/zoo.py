@@ -29,6 +29,7 @@ class Staged(nn.Module):
     def __init__(self, stem: nn.Module, stages: list[nn.Module], width: int, num_classes: int,
                  post: nn.Module | None = None, dropout: float = 0.0):
         super().__init__()
+        self.hparams = {"stages": len(stages), "width": width, "dropout": dropout}
         self.stem, self.stages = stem, nn.ModuleList(stages)
         self.post = post or nn.Identity()   # e.g. the final BN-ReLU of pre-activation nets
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -44,6 +45,10 @@ class Staged(nn.Module):
         emb = self.pool(x)
         feats.append(emb)
         return self.head(emb), feats
+
+    def classify_map(self, x):
+        """Logits from the last stage's map (after ``post``): SRD's frozen teacher tail."""
+        return self.head(self.pool(x))
 
 
 def _conv_bn(cin, cout, k=3, stride=1):

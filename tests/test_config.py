@@ -103,3 +103,41 @@ def test_a_changed_hyper_parameter_is_refused_under_the_same_name(store):
         warnings.simplefilter("error")
         r = run(spec, store, progress=False)
     assert r["dir"] == run_dir(store, "mnist5k", "dkd__beta=4", 0)
+
+
+def test_config_records_the_network_and_the_loss_version(store):
+    r = distill("dkd", "mnist5k", "smoke", results_dir=store, progress=False)[0]
+    cfg = config_of(r)
+    assert cfg["loss_version"] == LOSSES["dkd"].version
+    net = cfg["network"]
+    # the student's dropout, input dropout, widths and BatchNorm: two networks under one name differ here
+    assert net["class"] == "MLP" and net["hidden"] == [800, 800]
+    assert net["dropout"] == 0.3 and net["in_dropout"] == 0.1 and net["norm"] is False
+    assert len(net["structure_sha256"]) == 16
+
+
+def test_a_changed_loss_definition_is_a_different_run(store, monkeypatch):
+    distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)
+    monkeypatch.setattr(LOSSES["kd"], "version", LOSSES["kd"].version + 1)
+    with pytest.raises(ConfigMismatch, match="loss_version: 1 -> 2"):
+        distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)
+    # re-executing a published notebook shows the run as published, with the difference named
+    monkeypatch.setenv("KD_REUSE_ONLY", "1")
+    with pytest.warns(UserWarning, match="loss_version=1"):
+        distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)
+
+
+def test_a_run_from_before_versioned_losses_counts_as_version_1(store, monkeypatch):
+    r = distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)[0]
+    path = r["dir"] / "config.json"
+    cfg = json.loads(path.read_text())
+    del cfg["loss_version"], cfg["network"]
+    monkeypatch.setattr(experiment, "check_run", lambda *a, **k: [])   # the edit is not damage here
+    path.write_text(json.dumps(cfg))
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a finished run"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)
+    monkeypatch.setattr(LOSSES["ce"], "version", 2)
+    with pytest.raises(ConfigMismatch, match="loss_version: 1 -> 2"):
+        distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)

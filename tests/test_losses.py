@@ -217,7 +217,9 @@ def test_dml_by_hand_and_peer_gradients():
 
 
 # ------------------------------------------------------------------ BYOT
-def test_byot_terms_by_hand():
+def test_byot_routes_every_exit_into_the_reference_terms():
+    """The terms themselves are checked against the reference code (test_loss_fixtures.py); here:
+    each shallow exit's bottleneck and classifier feed them, and the deep targets are detached."""
     student = create_model("cnn_student", 3, in_shape=(3, 8, 8))
     pair = describe_pair(student, None, (3, 8, 8), 3)
     loss = build_loss("byot", pair, alpha=0.3, lam=0.1, T=2.0).eval()
@@ -230,44 +232,64 @@ def test_byot_terms_by_hand():
     for head, f in zip(loss.exits, out[1][:-1]):
         e = head["bottleneck"](f)
         z = head["fc"](e)
+        pt = np_softmax(out[0].detach().numpy() / 2.0)
+        log_q = np.log(np_softmax(z.detach().numpy() / 2.0))
         ref_ce += 0.7 * F.cross_entropy(z, y).item()
-        ref_kd += 0.3 * kd_div(z, out[0], 2.0).item()
-        ref_hint += 0.1 * ((e - out[1][-1]) ** 2).mean().item()
+        ref_kd += 0.3 * 4.0 * -(pt * log_q).sum(1).mean()
+        ref_hint += 0.1 * ((e - out[1][-1]) ** 2).sum().item()
+    assert math.isclose(terms["ce"].item(), 0.7 * F.cross_entropy(out[0], y).item(), rel_tol=1e-8)
     assert math.isclose(terms["exit_ce"].item(), ref_ce, rel_tol=1e-8)
     assert math.isclose(terms["exit_kd"].item(), ref_kd, rel_tol=1e-8)
     assert math.isclose(terms["exit_hint"].item(), ref_hint, rel_tol=1e-8)
     assert set(loss.extra_logits(x, out)) == {"exit1", "exit2"}
+    (terms["exit_kd"] + terms["exit_hint"]).backward()
+    assert student.head[1].weight.grad is None   # the deep exit is a target, not trained by these terms
 
 
 # ------------------------------------------------------------------ SRD
 @pytest.mark.parametrize("name", ["srd", "srd_dist"])
-def test_srd_goes_through_the_frozen_teacher_head(name):
+def test_srd_on_vectors_goes_through_the_frozen_teacher_head(name):
+    """MLPs have no spatial map: the connector is Linear + BN + ReLU on the embeddings."""
     student, teacher = create_model("mlp_student", 10), create_model("mlp_teacher", 10).eval()
     teacher.requires_grad_(False)
     pair = describe_pair(student, teacher, (1, 28, 28), 10)
     loss = build_loss(name, pair).eval()
+    assert not loss.spatial and isinstance(loss.connector[0], torch.nn.Linear)
     assert not any(p is q for p in loss.parameters() for q in teacher.parameters())  # head not trained
     x = torch.randn(4, 1, 28, 28)
     s_out, t_out = student(x), teacher(x)
     terms = loss(s_out, t_out, torch.zeros(4, dtype=torch.long))
     f = loss.connector(s_out[1][-1])
     assert math.isclose(terms["fm"].item(), F.mse_loss(f, t_out[1][-1]).item(), rel_tol=1e-9)
-    if name == "srd":
-        assert math.isclose(terms["sr"].item(), F.mse_loss(teacher.head(f), t_out[0]).item(), rel_tol=1e-9)
-    else:  # DIST's Pearson terms on the teacher-head logits, by hand in numpy (beta=2, tau=4 by default)
+    if name == "srd":   # the seed's beta = 2
+        assert math.isclose(terms["sr"].item(), 2 * F.mse_loss(teacher.head(f), t_out[0]).item(), rel_tol=1e-9)
+    else:  # Pearson on the raw teacher-head logits, by hand in numpy (the seed's beta = 10)
         z_sr, z_t = teacher.head(f).detach().numpy(), t_out[0].detach().numpy()
-        ps, pt = np_softmax(z_sr / 4), np_softmax(z_t / 4)
 
         def rho(a, b):
             a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-            # the eps of dist.pearson matters here: a fresh teacher head gives near-uniform probabilities
             return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-8)
-        inter, intra = 16 * (1 - rho(ps, pt).mean()), 16 * (1 - rho(ps.T, pt.T).mean())
-        assert math.isclose(terms["sr_inter"].item(), 2 * inter, rel_tol=1e-6)
-        assert math.isclose(terms["sr_intra"].item(), 2 * intra, rel_tol=1e-6)
+        assert math.isclose(terms["sr_inter"].item(), 10 * (1 - rho(z_sr, z_t).mean()), rel_tol=1e-6)
+        assert math.isclose(terms["sr_intra"].item(), 10 * (1 - rho(z_sr.T, z_t.T).mean()), rel_tol=1e-6)
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in loss.connector.parameters())
     assert student.layers[0][0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("s_name,t_name", [("cnn_student", "cnn_teacher"), ("resnet8", "resnet14")])
+def test_srd_on_maps_connects_the_last_map_and_uses_the_teachers_tail(s_name, t_name):
+    torch.set_default_dtype(torch.float32)
+    student, teacher = create_model(s_name, 10), create_model(t_name, 10).eval().requires_grad_(False)
+    pair = describe_pair(student, teacher, (3, 32, 32), 10)
+    loss = build_loss("srd", pair).train()
+    assert loss.spatial and isinstance(loss.connector[0], torch.nn.Conv2d)
+    x = torch.randn(4, 3, 32, 32)
+    s_out, t_out = student(x), teacher(x)
+    # the teacher's tail from its own last map gives its own logits
+    torch.testing.assert_close(teacher.classify_map(t_out[1][-2]), t_out[0])
+    terms = loss(s_out, t_out, torch.zeros(4, dtype=torch.long))
+    f = loss.connector(s_out[1][-2])
+    assert math.isclose(terms["fm"].item(), F.mse_loss(f, t_out[1][-2]).item(), rel_tol=1e-5)
 
 
 # ------------------------------------------------------------------ registry-wide

@@ -15,11 +15,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import LOSSES, DistillLoss, Pair, build_loss, describe_pair, hparams, loss_class, register_loss
+from .base import (LOSSES, DistillLoss, Pair, build_loss, describe_method, describe_pair, hparams, loss_class,
+                   register_loss)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "base":
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["LOSSES", "DistillLoss", "Pair", "build_loss", "describe_pair", "hparams", "loss_class",
+__all__ = ["LOSSES", "DistillLoss", "Pair", "build_loss", "describe_method", "describe_pair", "hparams", "loss_class",
            "register_loss"]

@@ -1,4 +1,9 @@
-"""AT: Zagoruyko & Komodakis 2017, "Paying More Attention to Attention" (ICLR)."""
+"""AT: Zagoruyko & Komodakis 2017, "Paying More Attention to Attention" (ICLR).
+
+Reference: szagoruyko/attention-transfer ``utils.py`` (``at``, ``at_loss``) and ``cifar.py``
+(``opt.beta * sum(loss_groups)``); RepDistiller ``distiller_zoo/AT.py`` and mdistiller ``AT.py``
+compute the same per-layer term and also weight the sum by beta (no 1/2).
+"""
 import torch
 import torch.nn.functional as F
 
@@ -6,23 +11,32 @@ from .base import DistillLoss, match_spatial, register_loss
 
 
 def attention_map(f: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """Spatial attention ``Q = vec(sum_c |A_c|^p)``, L2-normalised per sample (eq. 2 with F_sum^p)."""
+    """Spatial attention ``Q = vec(mean_c |A_c|^p)``, L2-normalised per sample (eq. 2 with F_sum^p;
+    the channel mean, as the authors' code, is the paper's sum up to a constant the norm removes)."""
     return F.normalize(f.abs().pow(p).mean(1).flatten(1), dim=1)
 
 
 def at_loss(fs: torch.Tensor, ft: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """``mean ||Q_s - Q_t||^2`` over batch and positions, as in the authors' code."""
+    """``mean ||Q_s - Q_t||^2`` over batch and positions, as the authors' ``at_loss``."""
     fs, ft = match_spatial(fs, ft)
     return (attention_map(fs, p) - attention_map(ft, p)).pow(2).mean()
 
 
 @register_loss("at")
 class AttentionTransfer(DistillLoss):
-    """``CE + beta/2 * sum_j at_loss(j)`` over stage pairs of equal spatial size; paper ``beta = 1000``.
+    """``CE + beta * sum_j at_loss(j)`` over stage pairs of equal spatial size; ``beta = 1000``.
+
+    Matches the authors' code (value and gradient, ``tests/test_loss_fixtures.py``). The paper
+    writes ``beta/2``; every reference implementation uses ``beta`` without the 1/2, and so does
+    this loss. Version 1 used ``beta/2``: AT at half the reference's strength.
+    RepDistiller/mdistiller's ``beta = 1000`` is the same weight. Pooling the larger map to the
+    smaller one's size (RepDistiller's rule) lets stages of different resolution pair up.
 
     Needs spatial feature maps: for MLPs an "attention map" over neurons has no spatial
     meaning, so AT refuses MLP pairs with a clear message.
     """
+    version = 2
+    reference = "szagoruyko/attention-transfer utils.py at_loss + cifar.py (beta * sum over groups)"
     teacher_feats = True
 
     def __init__(self, pair=None, beta: float = 1000.0, p: float = 2.0):
@@ -43,4 +57,4 @@ class AttentionTransfer(DistillLoss):
 
     def forward(self, s_out, t_out, y, x=None):
         at = sum(at_loss(s_out[1][si], t_out[1][ti], self.p) for si, ti in self.pairs)
-        return {"ce": F.cross_entropy(s_out[0], y), "at": self.beta / 2 * at}
+        return {"ce": F.cross_entropy(s_out[0], y), "at": self.beta * at}

@@ -50,6 +50,12 @@ class DistillLoss(nn.Module):
     """Base class: subclasses implement ``forward`` and may override the hooks."""
 
     name = "?"
+    # The definition's version: part of every run's identity (config.json ``loss_version``), so a
+    # run trained under an older definition is never reused as if trained under this one. Bump it
+    # whenever the function a loss computes changes (tests/test_loss_fixtures.py holds each
+    # version's value on fixed inputs and fails on a change without a bump).
+    version = 1
+    reference = ""             # the code this loss matches: repository, commit, file (see README)
     requires_teacher = True    # False: no teacher forward pass at all (baseline, DML, BYOT)
     teacher_feats = False      # True: the method reads the teacher's features, not only logits
 
@@ -76,6 +82,15 @@ def loss_class(name: str) -> type[DistillLoss]:
     if name not in LOSSES:
         raise ValueError(f"Unknown method '{name}'. Available: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
+
+
+def describe_method(name: str) -> str:
+    """Markdown for a method notebook: the loss's definition, the reference code it matches and
+    its departures (its docstring, the one place they are written)."""
+    cls = loss_class(name)
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    ref = f" Reference code: {cls.reference}." if cls.reference else ""
+    return f"**`{name}`** (loss version {cls.version}).{ref}\n\n{doc}"
 
 
 def hparams(name: str, **overrides) -> dict:

@@ -6,6 +6,7 @@ from .base import DistillLoss, register_loss
 
 @register_loss("ce")
 class CrossEntropy(DistillLoss):
+    reference = "torch.nn.functional.cross_entropy"
     requires_teacher = False
 
     def __init__(self, pair=None, label_smoothing: float = 0.0):

@@ -24,7 +24,11 @@ def dist_terms(s_logits, t_logits, tau: float = 1.0) -> tuple[torch.Tensor, torc
 
 @register_loss("dist")
 class DIST(DistillLoss):
-    """``CE + beta * L_inter + gamma * L_intra``; the paper's CIFAR setting ``beta = gamma = 2, tau = 4``."""
+    """``CE + beta * L_inter + gamma * L_intra``; the paper's CIFAR setting ``beta = gamma = 2, tau = 4``.
+
+    The authors' code as the seed study carries it (``scripts/distiller_zoo/DIST.py``, from the
+    paper's appendix A.1 and hunto/image_classification_sota), with the seed's ``-A 1 -B 2 -G 2 -T 4``."""
+    reference = "chitraz/KnowledgeDistillationForModelCompression scripts/distiller_zoo/DIST.py (= hunto DIST, appendix A.1)"
 
     def __init__(self, pair=None, beta: float = 2.0, gamma: float = 2.0, tau: float = 4.0):
         super().__init__(pair)

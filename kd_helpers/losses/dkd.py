@@ -1,8 +1,24 @@
-"""DKD: Zhao et al. 2022, "Decoupled Knowledge Distillation" (CVPR)."""
+"""DKD: Zhao et al. 2022, "Decoupled Knowledge Distillation" (CVPR).
+
+Reference: megvii-research/mdistiller ``mdistiller/distillers/DKD.py`` (``dkd_loss``), matched in
+value and gradient (``tests/test_loss_fixtures.py``).
+"""
 import torch
 import torch.nn.functional as F
 
 from .base import DistillLoss, register_loss
+
+
+def binary_log_probs(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """``log [p_target, sum of the non-target p]`` at temperature-scaled logits ``z``, in log space.
+
+    mdistiller sums the non-target probabilities and takes the log; this is the same quantity
+    computed with ``logsumexp``, so it stays finite with a gradient when the target logit is far
+    above the rest (``1 - p_target`` rounds to 0 in float32 from a margin of ~17 in ``z``)."""
+    log_p = F.log_softmax(z, 1)
+    log_target = log_p.masked_fill(~gt, float("-inf")).logsumexp(1)
+    log_rest = log_p.masked_fill(gt, float("-inf")).logsumexp(1)
+    return torch.stack([log_target, log_rest], 1)
 
 
 def dkd_terms(s_logits, t_logits, y, T: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -12,11 +28,10 @@ def dkd_terms(s_logits, t_logits, y, T: float) -> tuple[torch.Tensor, torch.Tens
     NCKD = KL(p~_t || p~_s) on the distribution over non-target classes only (eq. 3-4).
     """
     gt = F.one_hot(y, s_logits.shape[1]).bool()
-    ps, pt = F.softmax(s_logits / T, 1), F.softmax(t_logits / T, 1)
-    bs = torch.stack([ps[gt], 1 - ps[gt]], 1).clamp_min(1e-12)
-    bt = torch.stack([pt[gt], 1 - pt[gt]], 1).clamp_min(1e-12)
-    tckd = (bt * (bt.log() - bs.log())).sum(1).mean() * T * T
-    # masking the target with a large negative logit removes it from the softmax
+    log_bs = binary_log_probs(s_logits / T, gt)
+    log_bt = binary_log_probs(t_logits / T, gt)
+    tckd = F.kl_div(log_bs, log_bt, reduction="batchmean", log_target=True) * T * T
+    # masking the target with a large negative logit removes it from the softmax (mdistiller's way)
     log_qs = F.log_softmax(s_logits / T - 1000.0 * gt, 1)
     log_qt = F.log_softmax(t_logits / T - 1000.0 * gt, 1)
     nckd = F.kl_div(log_qs, log_qt, reduction="batchmean", log_target=True) * T * T
@@ -26,7 +41,14 @@ def dkd_terms(s_logits, t_logits, y, T: float) -> tuple[torch.Tensor, torch.Tens
 @register_loss("dkd")
 class DKD(DistillLoss):
     """``CE + w * (alpha * TCKD + beta * NCKD)``; paper: alpha=1, beta=8, T=4, w ramps 0->1 over
-    ``warmup`` epochs (20 in the paper's 240-epoch schedule)."""
+    ``warmup`` epochs (20 in the paper's 240-epoch schedule; mdistiller's ``min(epoch/warmup, 1)``).
+
+    Same function as mdistiller's ``dkd_loss``; only the binary probabilities are computed in log
+    space (see ``binary_log_probs``), which changes nothing at ordinary logits and keeps TCKD's
+    gradient at large margins, where mdistiller's float32 ``log`` of a sum is also fine but the
+    earlier ``1 - p_target`` form of this file lost it.
+    """
+    reference = "megvii-research/mdistiller mdistiller/distillers/DKD.py dkd_loss"
 
     def __init__(self, pair=None, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0, warmup: int = 20):
         super().__init__(pair)

@@ -21,8 +21,10 @@ class DeepMutualLearning(DistillLoss):
     The peers are fresh networks of the student's architecture owned by this loss, so the one
     training loop updates all K together (simultaneous rather than the paper's alternating
     updates: each network's gradient only comes from its own terms because targets are detached).
-    No teacher. Each peer is evaluated and recorded as ``peer<i>``.
+    No teacher. Each peer is evaluated and recorded as ``peer<i>``. With one peer this is the
+    seed study's DML (``CE + B * KD_Hinton(T=1)`` for each network, ``-A 1 -B 1``).
     """
+    reference = "chitraz/KnowledgeDistillationForModelCompression scripts/Utils.py (mode DML, -A 1 -B 1)"
     requires_teacher = False
 
     def __init__(self, pair=None, peers: int = 1):

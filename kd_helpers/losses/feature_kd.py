@@ -11,7 +11,13 @@ from .kd import kd_div
 
 @register_loss("feature_kd")
 class FeatureKD(DistillLoss):
-    """``alpha*CE + beta*MSE(c(f_s), f_t) + (1-alpha-beta)*T^2*KL``; ``c`` is a linear/1x1-conv connector."""
+    """``alpha*CE + beta*MSE(c(f_s), f_t) + (1-alpha-beta)*T^2*KL``; ``c`` is a linear/1x1-conv connector.
+
+    The terms are the seed study's ``FitNet-like`` terms (``nn.CrossEntropyLoss``, ``KD_Hinton``,
+    ``nn.MSELoss`` on the connected feature) with weights that sum to one; the seed weights them
+    ``(1-A, A, B) = (0.1, 0.9, 2)`` on its hint layer, this loss ``(alpha, 1-alpha-beta, beta)`` on
+    the penultimate embeddings (the study's FitNets notebook runs the seed's weights)."""
+    reference = "chitraz/KnowledgeDistillationForModelCompression scripts/Utils.py (FitNet-like terms)"
     teacher_feats = True
 
     def __init__(self, pair=None, T: float = 4.0, alpha: float = 0.1, beta: float = 0.45,

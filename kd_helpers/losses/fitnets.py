@@ -22,7 +22,14 @@ class FitNets(DistillLoss):
     ``stage1_frac=0`` with ``beta>0`` gives the one-stage variant many frameworks use:
     ``alpha*CE + (1-alpha)*KD + beta*L_HT`` in every epoch.
     Layers default to the middle hidden layer of each network (guided = student's, hint = teacher's).
+
+    Hint weights in other codes (``L_HT`` here is half the mean squared error): the seed study's
+    one-stage ``FitNet-like`` ``B * MSE`` with ``-B 2`` is ``beta = 4`` (the study's
+    ``fitnets_1stage``); RepDistiller's / mdistiller's ``100 * MSE`` is ``beta = 200``; the authors'
+    Theano ``HintCost.py`` (``0.5 * sum`` over features) is ``beta = D`` for D hint features. The
+    regressor is conv3x3 + BN on maps (the references add a ReLU), a Linear on vectors.
     """
+    reference = "chitraz/KnowledgeDistillationForModelCompression scripts/Utils.py (FitNet-like, -A 0.9 -B 2)"
     teacher_feats = True
 
     def __init__(self, pair=None, stage1_frac: float = 0.25, T: float = 4.0, alpha: float = 0.1,

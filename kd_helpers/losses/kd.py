@@ -17,7 +17,11 @@ def kd_div(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float) -> torch.Te
 
 @register_loss("kd")
 class VanillaKD(DistillLoss):
-    """``alpha * CE(y, s) + (1 - alpha) * T^2 * KL(p_t^T || p_s^T)``."""
+    """``alpha * CE(y, s) + (1 - alpha) * T^2 * KL(p_t^T || p_s^T)``.
+
+    The seed study's ``KD_Hinton`` with ``(1 - A) * CE + A * KD``: its ``-A 0.9`` is ``alpha = 0.1``.
+    mdistiller's ``CE_WEIGHT 0.1, KD_WEIGHT 0.9`` is the same loss."""
+    reference = "chitraz/KnowledgeDistillationForModelCompression scripts/KD_methods.py KD_Hinton + Utils.py"
 
     def __init__(self, pair=None, T: float = 4.0, alpha: float = 0.1):
         super().__init__(pair)
