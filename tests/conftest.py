@@ -48,3 +48,12 @@ def tiny_dataset(n=64, shape=(1, 8, 8), classes=4, seed=0, augment=False) -> Dat
 def _quiet(monkeypatch, tmp_path):
     monkeypatch.setenv("KD_FIGURES_DIR", str(tmp_path / "figures"))
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def float64():
+    """References in float64 for tight tolerances; restored after each test (xdist shares workers)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

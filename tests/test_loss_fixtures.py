@@ -21,12 +21,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "references"
 REFERENCE_METHODS = sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")   # conftest.py
 
 
 def load(name):

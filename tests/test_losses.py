@@ -17,13 +17,7 @@ from kd_helpers.models import create_model
 
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """References in float64 for tight tolerances; restored after each test (xdist shares workers)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")   # conftest.py
 
 
 def np_softmax(z):
