@@ -22,8 +22,9 @@ study: $(VENV)/.installed   ## run every notebook of the study (default: quick p
 test: $(VENV)/.installed    ## the test suite (papermill smoke runs included)
 	$(PY) -m pytest -n $(JOBS) tests
 
-bench: $(VENV)/.installed   ## speed benchmark against the usual DataLoader loop
+bench: $(VENV)/.installed   ## speed benchmarks: against the usual DataLoader loop; the tuned study's constant factors
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/dropout.py
 
 report: $(VENV)/.installed  ## README results + reports/<profile>/30_statistics, 31_report from the published runs (default paper)
 	$(PY) -m kd_helpers.report --update-readme --profile $(REPORT_PROFILE)

@@ -48,6 +48,7 @@ class RunSpec:
     teacher_id: dict | None = None   # the teacher's config and weights hashes (filled in by ``run``)
     loss_version: int = 0            # the loss definition's version (filled in by ``resolved``)
     network: dict | None = None      # the architecture's hyper-parameters (filled in by ``resolved``)
+    network_version: int = 0         # ``models.network_version`` (filled in by ``resolved``)
 
     def resolved(self, data_dir=None, device: torch.device | None = None) -> "RunSpec":
         """The complete config of this run on ``device``: what ``config.json`` records and the
@@ -59,7 +60,8 @@ class RunSpec:
                         precision=resolve_precision(self.train.precision, device))
         return replace(self, run=self.run or self.method, loss=hparams(self.method, **self.loss), train=train,
                        data=resolve_data_config(self.dataset, self.data, data_dir),
-                       loss_version=loss_class(self.method).version, network=network_config(self.model))
+                       loss_version=loss_class(self.method).version, network=(net := network_config(self.model)),
+                       network_version=net["version"])
 
 
 @dataclass
@@ -81,13 +83,20 @@ def json_roundtrip(obj):
 
 # a config written before a setting existed is read with that setting's value then: runs from
 # before versioned losses were trained under version 1 of their loss
-_DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig()), "loss_version": 1})
+_DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig()), "loss_version": 1,
+                            "network_version": 1})
 # recorded since a later version, and unknowable for older runs: absent is no difference
 RECORDED_SINCE = {"network"}
+# what a newer definition supersedes: such a run is refused for training (retrain it), and shown
+# as published, labelled, where notebooks only read (KD_REUSE_ONLY=1)
+def superseding(key: str) -> bool:
+    return key in ("loss_version", "network_version") or key.startswith(("loss.", "network."))
+
 
 # settings that change how fast a run trains or is evaluated, not what it learns: a finished
 # run is reused whatever they were
-EXECUTION_ONLY = {"train.eval_batch_size", "train.channels_last", "train.fused_optimizer", "train.compile"}
+EXECUTION_ONLY = {"train.eval_batch_size", "train.channels_last", "train.fused_optimizer", "train.compile",
+                  "train.test_curve"}
 # reused across a difference, but the difference is reported (and each number's precision is shown)
 REUSED_ACROSS = {"train.precision"}
 
@@ -159,20 +168,23 @@ def _reuse(out: Path, config: dict) -> dict:
     """The finished run in ``out`` (already checked against its manifest) if it was trained with
     ``config`` (up to execution-only settings)."""
     diff = [d for d in _diff(read_json(out / "config.json"), config) if d[0] not in EXECUTION_ONLY]
-    reused_across = REUSED_ACROSS
+    superseded = []
     if os.environ.get("KD_REUSE_ONLY") == "1":
         # re-executing published notebooks: a run trained under an earlier loss definition (or the
         # study's earlier hyper-parameters) is shown as published, labelled, until it is retrained
-        reused_across = REUSED_ACROSS | {k for k, _, _ in diff if k == "loss_version" or k.startswith("loss.")}
-    blocking = [d for d in diff if d[0] not in reused_across]
+        superseded = [d for d in diff if superseding(d[0])]
+    blocking = [d for d in diff if d[0] not in REUSED_ACROSS and d not in superseded]
     if blocking:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in blocking)
         raise ConfigMismatch(f"{out} holds a finished run with a different config ({shown}). "
                              f"Pass force=True to retrain, or use another results_dir.")
     for k, a, b in diff:
-        warnings.warn(f"Reusing {out} trained with {k}={a!r} (this machine would use {b!r}); "
-                      f"its numbers are reported as {a}-trained.", stacklevel=3)
-    return load_run(out, verify=False)
+        if (k, a, b) not in superseded:
+            warnings.warn(f"Reusing {out} trained with {k}={a!r} (this machine would use {b!r}); "
+                          f"its numbers are reported as {a}-trained.", stacklevel=3)
+    run = load_run(out, verify=False)
+    run["superseded"] = [f"{k}={a!r} (now {b!r})" for k, a, b in superseded]
+    return run
 
 
 def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, progress: bool = True,
@@ -275,7 +287,7 @@ def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data
                # the stored model is the best-validation epoch's; the last epoch's accuracy is its
                # per-epoch curve value (training precision), for the ablation of epoch selection
                "selected_epoch": int(next(r["epoch"] for r in history if r["selected"])),
-               "test_acc_last_epoch": history[-1]["test_acc"], "epochs_trained": len(history),
+               "test_acc_last_epoch": history[-1].get("test_acc"), "epochs_trained": len(history),
                **{f"test_acc_{k}": evaluate.accuracy(z, y) for k, z in extras.items()},
                **evaluate.describe(model, in_shape), **before, **after}
     metrics.update(_costs(spec, model, teacher, data, history, in_shape,
@@ -297,6 +309,8 @@ def _announce(r: dict, root: Path, trained: bool) -> dict:
     print(f"{'trained' if trained else 'reused '} {rel}: test {100 * m['test_acc']:.2f}% (epoch "
           f"{m.get('selected_epoch', '?')} of {m.get('epochs_trained', '?')}, best on validation), "
           f"{m.get('train_s', float('nan')):.0f} s training in {m.get('precision')}; log: {rel}/{LOG}")
+    if r.get("superseded"):
+        print(f"        as published, trained under an earlier definition: {', '.join(r['superseded'])}")
     return r
 
 
@@ -323,8 +337,9 @@ def _teacher(root: Path, spec: RunSpec, profile: str | None, data_dir) -> tuple[
         wrong.append(f"its data split is {tcfg.get('data')}, this student's is {json_roundtrip(asdict(spec.data))}")
     if profile and spec.teacher == "teacher" and not wrong:
         want = json_roundtrip(asdict(spec_for("teacher", spec.dataset, profile, spec.teacher_seed).resolved(data_dir)))
+        reuse_only = os.environ.get("KD_REUSE_ONLY") == "1"   # a published teacher is shown as published
         wrong += [f"{k} is {a!r}, the '{profile}' profile's teacher has {b!r}" for k, a, b in _diff(tcfg, want)
-                  if k not in EXECUTION_ONLY | REUSED_ACROSS]
+                  if k not in EXECUTION_ONLY | REUSED_ACROSS and not (reuse_only and superseding(k))]
     if wrong:
         raise TeacherMismatch(f"Teacher run {tdir} was not trained for this student: {'; '.join(wrong)}. Train the "
                               f"teacher for dataset '{spec.dataset}' and this profile (notebooks/01_teacher), or keep "

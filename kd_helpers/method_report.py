@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from . import findings, plots
+from .losses import describe_method
 from .report import results_table
 from .results import load_histories, load_results
 
@@ -30,8 +31,9 @@ def method_report(runs, *, dataset: str, profile: str, results_dir=None, alpha: 
     """Show the learning curves, the results table and the generated interpretation of ``runs``
     (what the notebook's ``distill`` calls returned) and return the summary it records."""
     names = run_names(runs)
-    df = load_results(results_dir, profile)
-    df = df[(df.dataset == dataset) & (df.run.isin(names) | (df.run == "teacher"))]
+    store = load_results(results_dir, profile)
+    store = store[(store.dataset == dataset) & ~store.run.str.startswith(("prune_", "ablation_"))]
+    df = store[store.run.isin(names) | (store.run == "teacher")]
     hist = load_histories(results_dir, profile)
     hist = hist[(hist.dataset == dataset) & hist.run.isin(names)]
 
@@ -43,10 +45,15 @@ def method_report(runs, *, dataset: str, profile: str, results_dir=None, alpha: 
     display(fig)
     plt.close(fig)
 
-    vs = findings.versus_baselines(df, names, alpha)
+    methods = list(dict.fromkeys(df[df.run.isin(names)].method))
+    display(Markdown("### Definition\n" + "\n\n".join(describe_method(m) for m in methods)))
+    # the verdict family is the dataset's methods in the store, as in the report and the README
+    vs_all = findings.versus_baselines(store, [r for r in store.run.unique() if r != "teacher"], alpha)
+    vs = vs_all[vs_all.run.isin(names)] if len(vs_all) else vs_all
+    family = int(vs_all.family.iloc[0]) if len(vs_all) else 0
     display(Markdown("### Results\nTest set, mean ± std over seeds (%), with the teacher for reference. "
-                     f"{findings.VERDICT_LEGEND}, against the no-KD run of the same network; the family is this "
-                     "notebook's runs and seeds."))
+                     f"{findings.VERDICT_LEGEND}; here Holm is over the {family} method(s) of {dataset} judged in "
+                     "the results store, as in the report."))
     table = results_table(df, dataset, vs)
     display(table)
     extra = [c for c in df.columns if c.startswith("test_acc_") and df[c].notna().any()]

@@ -96,7 +96,7 @@ def learning_curves(hist: pd.DataFrame, runs=None, metric: str = "val_acc", titl
                    + ".")
 
 
-def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI over seeds)"):
+def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI: seeds and test images)"):
     s = summary.sort_values("mean")
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(s) + 1.2))
     err = np.vstack([s["mean"] - s.ci_low, s.ci_high - s["mean"]]).clip(0)
@@ -105,7 +105,8 @@ def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI
     ax.set_yticks(np.arange(len(s)), [f"{r} (n={n})" for r, n in zip(s.run, s.n)])
     ax.set_xlabel("test accuracy")
     ax.set_title(title)
-    return caption(fig, "Overlapping intervals: the seeds alone cannot tell those runs apart.")
+    return caption(fig, "Each interval counts seed-to-seed and test-image variance; whether two methods differ "
+                        "is the paired verdict test's question, not the overlap's.")
 
 
 def _si(v, _pos=None) -> str:

@@ -13,15 +13,19 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .ablation import from_results, summary_line
+from .experiment import spec_for
 from .findings import (REFERENCE, VERDICT_LEGEND, per_network, study_compute, study_findings, verdict_cell,
                        versus_baselines)
+from .losses import loss_class
+from .models import network_config
 from .plan import study_jobs
 from .presets import PROOF_EPOCHS, family, preset
-from .results import is_finished, load_results, read_json, results_root
-from .stats import mean_ci, relative_to_teacher
+from .results import is_finished, load_predictions, load_results, read_json, results_root
+from .stats import accuracy_ci, mean_ci, relative_to_teacher
 from .study import STEPS, load_timings, run_study
 from .util import REPO_ROOT
 
@@ -40,11 +44,12 @@ def results_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
     ref = REFERENCE.get(dataset, {})
     rows = []
     for run, r in g.groupby("run", sort=False):
-        m, sd, lo, hi, n = mean_ci(r.test_acc)
+        m, sd, _, _, n = mean_ci(r.test_acc)
+        ci = accuracy_ci(np.stack([_correct(d) for d in r.sort_values("seed").dir]))
         row = {"Model": run, "Arch": r.model.iloc[0], "Seeds": n,
                "Errors": f"{r.test_errors.mean():.1f}" if n > 1 else f"{int(r.test_errors.iloc[0])}",
                "Accuracy": f"{100 * m:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * m:.2f}",
-               "95% CI": f"[{100 * lo:.2f}, {100 * hi:.2f}]" if n > 1 else "",
+               "95% CI": f"[{100 * ci['ci_low']:.2f}, {100 * ci['ci_high']:.2f}]",
                "Params": int(r.params.mean()),
                "Latency (ms)": f"{r.latency_ms.mean():.3f}",
                "Retention %": f"{r.retention_pct.mean():.1f}" if "retention_pct" in r else "",
@@ -62,6 +67,63 @@ def results_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
     if out.empty:
         return out
     return out.sort_values("_acc", ascending=False).drop(columns="_acc").reset_index(drop=True)
+
+
+def _correct(run_dir) -> np.ndarray:
+    p = load_predictions(run_dir)
+    return (p["logits"].argmax(1) == p["labels"]).astype(float)
+
+
+CI_LEGEND = ("95% CI: of the accuracy, counting seeds and test images (the verdict test's standard error; test "
+             "images only with one seed)")
+
+
+def superseded(df: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """The runs of ``df`` trained under an earlier definition of their loss or network, or with
+    the study's earlier hyper-parameters for that run name: one row per dataset, run and kind of
+    change (loss, network, hyper-parameters). They are shown as published until retrained
+    (``make study`` refuses to reuse them)."""
+    rows = []
+    for (ds, run), g in df.groupby(["dataset", "run"], sort=True):
+        cfg = read_json(Path(g.dir.iloc[0]) / "config.json")
+        if run.startswith(("prune_", "ablation_")) or cfg.get("start"):
+            continue
+        try:
+            now = spec_for(run, ds, profile)
+        except ValueError:
+            continue
+        row = {"dataset": ds, "run": run, "model": cfg["model"]}
+        if cfg.get("loss_version", 1) != loss_class(cfg["method"]).version:
+            rows.append({**row, "kind": "loss", "changed": f"v{cfg.get('loss_version', 1)}"})
+        if cfg.get("network_version", 1) != network_config(cfg["model"])["version"]:
+            rows.append({**row, "kind": "network", "changed": f"v{cfg.get('network_version', 1)}"})
+        changed = {k: (v, now.loss.get(k)) for k, v in cfg["loss"].items() if now.loss.get(k, v) != v}
+        if changed:
+            rows.append({**row, "kind": "hyper-parameters",
+                         "changed": ", ".join(f"{k} {a:g} -> {b:g}" if isinstance(a, float) else f"{k} {a} -> {b}"
+                                              for k, (a, b) in sorted(changed.items()))})
+    return pd.DataFrame(rows, columns=["dataset", "run", "model", "kind", "changed"])
+
+
+def superseded_line(df: pd.DataFrame, profile: str) -> str:
+    old = superseded(df, profile)
+    if old.empty:
+        return ""
+    parts = []
+    for ds, g in old.groupby("dataset", sort=True):
+        loss = g[g.kind == "loss"]
+        hp = g[g.kind == "hyper-parameters"]
+        net = g[g.kind == "network"]
+        what = []
+        if len(loss):
+            what.append("an earlier loss definition for " + ", ".join(loss.run))
+        if len(hp):
+            what.append("the study's earlier hyper-parameters for " + ", ".join(f"{r.run} ({r.changed})" for r in hp.itertuples()))
+        if len(net):
+            what.append("`nn.Dropout` (before the faster CPU dropout) in every run of " + ", ".join(sorted(net.model.unique())))
+        parts.append(f"{ds}: " + "; ".join(what))
+    return ("**Trained under an earlier definition** (shown as published until retrained; a new study run "
+            "retrains them; kd_helpers/losses and benchmarks/README.md say what changed): " + ". ".join(parts) + ".")
 
 
 def markdown_tables(df: pd.DataFrame, title_note: str = "", include_pruned: bool = False) -> str:
@@ -113,8 +175,11 @@ def readme_results(df: pd.DataFrame, profile: str, root: Path) -> str:
     parts = [f"_Generated by `python -m kd_helpers.report --update-readme --profile {profile}` from "
              f"`{_rel(root)}`. Accuracy: mean ± std over the seeds in column Seeds (test set, %, each run's "
              f"best-validation epoch); Latency: one network's mean over all its runs (CPU, batch 1, timed "
-             f"after each run); {VERDICT_LEGEND}; {provenance(df)}._"]
+             f"after each run); {CI_LEGEND}; {VERDICT_LEGEND}; {provenance(df)}._"]
     parts.append(study_compute(every))
+    old = superseded_line(df, profile)
+    if old:
+        parts.append(old)
     datasets = sorted(df.dataset.unique())
     pairs = [d for d in datasets if "@" in d]   # each a study of its own, after the main study's
     for ds in [d for d in datasets if "@" not in d] + ([None] if pairs else []) + pairs:

@@ -1,5 +1,6 @@
-"""Statistics for comparing runs: seed aggregates, McNemar + Holm, paired bootstrap,
-calibration and teacher-student agreement. Pure functions of arrays / DataFrames."""
+"""Statistics for comparing runs: the seed-and-image verdict test, seed aggregates, McNemar +
+Holm (a per-checkpoint diagnostic), paired bootstrap, the detectable effect, calibration and
+teacher-student agreement. Pure functions of arrays / DataFrames."""
 from __future__ import annotations
 
 from itertools import combinations
@@ -50,10 +51,163 @@ def paired_seed_comparison(df: pd.DataFrame, run_a: str, run_b: str, metric: str
             "diffs": d.tolist()}
 
 
+# ----------------------------------------------------------------- methods: seeds and test images
+
+def _correct(x) -> np.ndarray:
+    c = np.asarray(x, dtype=float)
+    if c.ndim != 2 or c.shape[1] == 0:
+        raise ValueError(f"Expected per-seed per-image correctness of shape (seeds, images), got {c.shape}.")
+    return c
+
+
+def variance_components(x) -> dict:
+    """Two-way random-effects decomposition of a (seeds, images) matrix ``x`` of per-image
+    differences between two methods (or of one method's correctness).
+
+    ``x[s, i] = mu + seed_s + image_i + residual_si``: ``var_seed`` is the training randomness (a
+    seed that is better on every image), ``var_image`` which images the test set happened to draw
+    (the same images serve every seed, so this part is invisible in the spread over seeds),
+    ``var_resid`` the seed-by-image rest (what McNemar sees on one checkpoint pair). Estimated
+    from the mean squares (ANOVA without replication), each floored at 0; with one seed only the
+    images' total variance is known (``var_image``, ``var_seed = nan``)."""
+    x = _correct(x)
+    n, big_n = x.shape
+    col = x.mean(0)
+    if n == 1:
+        return {"n": 1, "N": big_n, "var_seed": float("nan"), "var_image": float(col.var(ddof=1)) if big_n > 1 else 0.0,
+                "var_resid": 0.0}
+    row, grand = x.mean(1), x.mean()
+    ms_seed = big_n * row.var(ddof=1)
+    ms_image = n * col.var(ddof=1) if big_n > 1 else 0.0
+    resid = x - row[:, None] - col[None, :] + grand
+    ms_resid = float((resid ** 2).sum() / max((n - 1) * (big_n - 1), 1))
+    return {"n": n, "N": big_n, "var_seed": max((ms_seed - ms_resid) / big_n, 0.0),
+            "var_image": max((ms_image - ms_resid) / n, 0.0), "var_resid": ms_resid}
+
+
+def standard_error(var_seed: float, var_image: float, var_resid: float, n: int, big_n: int) -> tuple[float, float]:
+    """SE of the grand mean of an (n seeds, N images) design, ``var_seed/n + var_image/N +
+    var_resid/(nN)``, and its Satterthwaite degrees of freedom (at least n-1: with the seed part
+    dominant it is t on n-1 df, with the image part dominant close to normal)."""
+    if n < 2:
+        return float(np.sqrt(var_image / big_n)), float("inf")
+    ms_s, ms_i, ms_e = var_resid + big_n * var_seed, var_resid + n * var_image, var_resid
+    se2 = (ms_s + ms_i - ms_e) / (n * big_n)
+    den = ms_s ** 2 / (n - 1) + ms_i ** 2 / max(big_n - 1, 1) + ms_e ** 2 / max((n - 1) * (big_n - 1), 1)
+    df = (ms_s + ms_i - ms_e) ** 2 / den if den > 0 else float("inf")
+    return float(np.sqrt(max(se2, 0.0))), float(max(df, n - 1))
+
+
+def accuracy_ci(correct, level: float = 0.95) -> dict:
+    """A method's accuracy over seeds with a CI that counts seeds and test images
+    (``variance_components`` of its correctness, ``standard_error``)."""
+    c = _correct(correct)
+    v = variance_components(c)
+    se, df = standard_error(v["var_seed"], v["var_image"], v["var_resid"], v["n"], v["N"])
+    q = float(sps.t.ppf(0.5 + level / 2, df))
+    m = float(c.mean())
+    return {"mean": m, "se": se, "df": df, "ci_low": m - q * se, "ci_high": m + q * se, "n_seeds": v["n"],
+            "n_images": v["N"]}
+
+
+def seed_image_test(correct_a, correct_b, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Method a against method b over the seeds both have, on the same test images.
+
+    ``correct_a``/``correct_b``: (seeds, images) 0/1 correctness, row k of each from seed k (the
+    pairing). The mean difference D has the standard error of ``standard_error`` from the
+    ``variance_components`` of the per-image differences (seed, test-image and residual
+    variance), tested with t on its Satterthwaite df (at least n-1): a method-level test, where
+    McNemar on one pair of checkpoints counts the residual only. Also a two-level bootstrap (seeds
+    resampled, then images, the same images for both methods and all seeds), its percentile CI,
+    and the probability of improvement ``P(D* > 0)`` over the bootstrap. Needs 2 or more seeds."""
+    a, b = _correct(correct_a), _correct(correct_b)
+    if a.shape != b.shape:
+        raise ValueError(f"Both methods need the same seeds and images: shapes {a.shape} and {b.shape}.")
+    n, big_n = a.shape
+    if n < 2:
+        raise ValueError("The seed-and-image test needs at least 2 paired seeds (1 gives no seed variance).")
+    d = a - b
+    diff = float(d.mean())
+    v = variance_components(d)
+    se, df = standard_error(v["var_seed"], v["var_image"], v["var_resid"], n, big_n)
+    q = float(sps.t.ppf(0.5 + level / 2, df))
+    t = diff / se if se > 0 else (0.0 if diff == 0 else np.sign(diff) * np.inf)
+    p = float(2 * sps.t.sf(abs(t), df)) if se > 0 else (1.0 if diff == 0 else 0.0)
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, n, size=(n_boot, n))
+    images = rng.integers(0, big_n, size=(n_boot, big_n))
+    per_image = np.stack([d[s].mean(0) for s in seeds])              # seeds resampled, per image
+    boots = np.take_along_axis(per_image, images, 1).mean(1)         # then images, shared by both
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": diff, "se": se, "t": float(t), "df": df, "p": p, "ci_low": diff - q * se,
+            "ci_high": diff + q * se, "boot_ci_low": float(lo), "boot_ci_high": float(hi),
+            "p_improve": float((boots > 0).mean()), "n_seeds": n, "n_images": big_n,
+            "var_seed": v["var_seed"], "var_image": v["var_image"], "var_resid": v["var_resid"]}
+
+
+def power(effect: float, se: float, df: int, alpha: float) -> float:
+    """Power of the two-sided t test (df) at level ``alpha`` to detect ``effect`` with standard error ``se``."""
+    if se <= 0:
+        return 1.0 if effect else alpha
+    crit, ncp = sps.t.ppf(1 - alpha / 2, df), effect / se
+    # the far tail is negligible, and scipy returns NaN for it at large non-centrality
+    return float(sps.nct.sf(crit, df, abs(ncp)) + np.nan_to_num(sps.nct.cdf(-crit, df, abs(ncp))))
+
+
+def detectable_effect(var_seed: float, var_image: float, var_resid: float, n_seeds: int, n_images: int,
+                      tests: int = 1, alpha: float = 0.05, target_power: float = 0.8) -> float:
+    """The smallest difference the seed-and-image test detects with ``target_power`` at
+    ``alpha / tests`` (Holm's first step, the level a family of ``tests`` must pass), given the
+    variance components and the design (seeds, test images)."""
+    from scipy.optimize import brentq
+    if n_seeds < 2:
+        return float("inf")
+    se, df = standard_error(var_seed, var_image, var_resid, n_seeds, n_images)
+    if se == 0:
+        return 0.0
+    level = alpha / max(tests, 1)
+    return float(brentq(lambda e: power(e, se, df, level) - target_power, 0.0, 1000 * se + 1.0))
+
+
+def seeds_needed(effect: float, var_seed: float, var_image: float, var_resid: float, n_images: int, tests: int = 1,
+                 alpha: float = 0.05, target_power: float = 0.8, most: int = 200) -> int | None:
+    """Paired seeds per method for ``detectable_effect`` to reach ``effect``; None when even
+    ``most`` seeds do not (the test-image component alone is then too large)."""
+    for n in range(2, most + 1):
+        if detectable_effect(var_seed, var_image, var_resid, n, n_images, tests, alpha, target_power) <= effect:
+            return n
+    return None
+
+
+def overdispersion(per_seed_diffs: list, mcnemar_vars: list) -> dict:
+    """How much more the per-seed differences of several runs spread than McNemar's model of
+    one checkpoint pair allows (test images the only randomness).
+
+    ``per_seed_diffs``: per run, its per-seed accuracy differences to its baseline;
+    ``mcnemar_vars``: per run, per seed, the variance of that difference under McNemar's
+    model, ``((b + c) / N - ((b - c) / N)^2) / N``. Pooled ratio ``sum (n-1) s^2 / sum (n-1) mean(v)``
+    with a chi-square test of ``sum (n-1) s^2 / mean(v)`` on ``sum (n-1)`` df."""
+    stat, df, num, den = 0.0, 0, 0.0, 0.0
+    for d, v in zip(per_seed_diffs, mcnemar_vars):
+        d, v = np.asarray(d, float), np.asarray(v, float)
+        if len(d) < 2 or v.mean() <= 0:
+            continue
+        s2 = d.var(ddof=1)
+        stat += (len(d) - 1) * s2 / v.mean()
+        df += len(d) - 1
+        num += (len(d) - 1) * s2
+        den += (len(d) - 1) * v.mean()
+    if not df:
+        return {"ratio": float("nan"), "df": 0, "p": float("nan")}
+    return {"ratio": num / den, "df": df, "p": float(sps.chi2.sf(stat, df))}
+
+
 # ----------------------------------------------------------------- paired per-sample tests
 
 def mcnemar_test(y, pred_a, pred_b, exact_below: int = 25) -> dict:
-    """McNemar's test from per-sample predictions of two classifiers on the same examples.
+    """McNemar's test from per-sample predictions of two classifiers on the same examples:
+    whether one trained checkpoint beats another (e.g. a pruned model fine-tuned two ways), with
+    the test images the only randomness. Not a test of methods: see ``seed_image_test``.
 
     b = a right & b wrong, c = a wrong & b right. Exact binomial test when ``b + c < exact_below``,
     else the continuity-corrected chi-square (statsmodels).

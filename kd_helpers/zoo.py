@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2, resnet
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-from .models import register_model
+from .models import Dropout, register_model
 
 
 class Staged(nn.Module):
@@ -33,7 +33,7 @@ class Staged(nn.Module):
         self.stem, self.stages = stem, nn.ModuleList(stages)
         self.post = post or nn.Identity()   # e.g. the final BN-ReLU of pre-activation nets
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes)) if dropout else nn.Linear(width, num_classes)
+        self.head = nn.Sequential(Dropout(dropout), nn.Linear(width, num_classes)) if dropout else nn.Linear(width, num_classes)
 
     def forward(self, x):
         x, feats = self.stem(x), []

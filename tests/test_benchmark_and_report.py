@@ -137,14 +137,30 @@ def test_parallel_benchmark_writes_its_ratio_into_its_readme(tmp_path, monkeypat
     assert "**1.50x**" in text and "| 30 s | 20 s |" in text and "old" not in text
 
 
-def test_verdict_cell_shows_the_seeds_that_disagree_and_the_paired_test():
-    from types import SimpleNamespace as Row
+def test_verdict_cell_shows_the_difference_its_interval_and_the_mcnemar_diagnostic():
+    import pandas as pd
 
     from kd_helpers.findings import verdict_cell
-    # better on a majority of seeds, but one seed not significant and the paired test not either:
-    # the cell must say both, not just "better"
-    v = Row(baseline="baseline", verdict="better", mcnemar_better=2, mcnemar_worse=0, seeds=3, p_seeds_holm=0.41)
-    assert verdict_cell(v) == "better; McNemar 2 better, 0 worse of 3 seeds; paired t p=0.41"
-    v = Row(baseline="fitnet_baseline", verdict="no significant difference", mcnemar_better=1, mcnemar_worse=1,
-            seeds=2, p_seeds_holm=float("nan"))
-    assert verdict_cell(v) == "n.s. vs fitnet_baseline; McNemar 1 better, 1 worse of 2 seeds; paired t p=n/a"
+    v = pd.Series(dict(baseline="baseline", verdict="better", diff=0.0123, diff_ci_low=0.004, diff_ci_high=0.0206,
+                       p_holm=0.012, mcnemar_better=2, mcnemar_worse=0, seeds=3))
+    assert verdict_cell(v) == "better: +1.23 [+0.40, +2.06], p=0.012; McNemar per seed 2 better, 0 worse of 3"
+    # two seeds: an interval, no verdict (and no p: the method is not judged)
+    v = pd.Series(dict(baseline="fitnet_baseline", verdict="not judged", diff=-0.002, diff_ci_low=-0.01,
+                       diff_ci_high=0.006, p_holm=float("nan"), mcnemar_better=1, mcnemar_worse=1, seeds=2))
+    assert verdict_cell(v) == ("not judged (2 seeds) vs fitnet_baseline: -0.20 [-1.00, +0.60]; McNemar per seed "
+                               "1 better, 1 worse of 2")
+
+
+def test_dropout_benchmark_tiny_mode_prints_what_it_measured(capsys):
+    spec = importlib.util.spec_from_file_location("dropout_bench", BENCH.with_name("dropout.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--tiny"])
+    out = capsys.readouterr().out
+    for name, (old, new, none) in res["steps"].items():
+        cells = [c.strip() for c in next(ln for ln in out.splitlines() if ln.startswith(f"| {name} |")).split("|")[1:-1]]
+        assert float(cells[1].replace(",", "")) == pytest.approx(old, abs=0.5)
+        assert float(cells[3].rstrip("x")) == pytest.approx(new / old, abs=0.005)      # ratio = fast / nn.Dropout
+        assert float(cells[5].rstrip("x")) == pytest.approx(none / old, abs=0.005)     # the no-dropout ceiling
+    t, r = res["trial"].values()
+    assert f"| trial / reported run | {t / r:.2f}x |" in out

@@ -116,28 +116,48 @@ def test_config_records_the_network_and_the_loss_version(store):
     assert len(net["structure_sha256"]) == 16
 
 
-def test_a_changed_loss_definition_is_a_different_run(store, monkeypatch):
+def test_a_changed_loss_definition_is_a_different_run(store, monkeypatch, capsys):
     distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)
     monkeypatch.setattr(LOSSES["kd"], "version", LOSSES["kd"].version + 1)
     with pytest.raises(ConfigMismatch, match="loss_version: 1 -> 2"):
         distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)
     # re-executing a published notebook shows the run as published, with the difference named
+    # (relative to the store: no machine path in an executed notebook)
     monkeypatch.setenv("KD_REUSE_ONLY", "1")
-    with pytest.warns(UserWarning, match="loss_version=1"):
-        distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)
+    capsys.readouterr()
+    r = distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)[0]
+    assert r["superseded"] == ["loss_version=1 (now 2)"]
+    out = capsys.readouterr().out
+    assert "trained under an earlier definition: loss_version=1 (now 2)" in out and str(store) not in out
 
 
-def test_a_run_from_before_versioned_losses_counts_as_version_1(store, monkeypatch):
+def test_a_run_from_before_versioned_losses_counts_as_version_1(store, monkeypatch, request):
     r = distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)[0]
     path = r["dir"] / "config.json"
-    cfg = json.loads(path.read_text())
-    del cfg["loss_version"], cfg["network"]
-    monkeypatch.setattr(experiment, "check_run", lambda *a, **k: [])   # the edit is not damage here
-    path.write_text(json.dumps(cfg))
+    original = path.read_text()
+    cfg = json.loads(original)
+    monkeypatch.setattr(experiment, "check_run", lambda *a, **k: [])   # the edits are not damage here
     monkeypatch.setattr(experiment, "fit", lambda *a, **k: pytest.fail("retrained a finished run"))
+    del cfg["loss_version"], cfg["network"]
+    path.write_text(json.dumps(cfg))
+    request.addfinalizer(lambda: path.write_text(original))   # the store is shared by the module
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)
     monkeypatch.setattr(LOSSES["ce"], "version", 2)
     with pytest.raises(ConfigMismatch, match="loss_version: 1 -> 2"):
+        distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)
+
+
+def test_a_run_trained_with_nn_dropout_is_not_reused_as_one_with_the_fast_dropout(store, monkeypatch, request):
+    r = distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)[0]   # mlp_student: dropout
+    path = r["dir"] / "config.json"
+    original = path.read_text()
+    cfg = json.loads(original)
+    assert cfg["network_version"] == 2
+    del cfg["network_version"], cfg["network"]          # as written before the fast dropout
+    monkeypatch.setattr(experiment, "check_run", lambda *a, **k: [])
+    path.write_text(json.dumps(cfg))
+    request.addfinalizer(lambda: path.write_text(original))
+    with pytest.raises(ConfigMismatch, match="network_version: 1 -> 2"):
         distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)

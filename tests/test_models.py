@@ -60,3 +60,60 @@ def test_thin_deep_cnn_is_under_100k():
 def test_unknown_model_lists_available():
     with pytest.raises(ValueError, match="Available: .*mlp_teacher"):
         create_model("resnet1000")
+
+
+# ----------------------------------------------------------------- the CPU dropout
+def test_fast_dropout_keep_rate_is_binomial_and_exact_to_its_resolution():
+    from scipy import stats as sps
+
+    from kd_helpers.models import Dropout
+    torch.manual_seed(0)
+    for p in (0.1, 0.3, 0.5, 0.2):
+        d = Dropout(p).train()
+        assert abs((1 - d.keep) - p) <= 2 ** -16          # within 1/65536 of p
+        kept = int((d(torch.ones(400, 1000)) != 0).sum())
+        n = 400_000
+        assert sps.binomtest(kept, n, d.keep).pvalue > 1e-3, p   # the keep rate it states
+    # and not the rate of a slightly different p: 0.3 vs 0.31 is caught at this sample size
+    d = Dropout(0.31).train()
+    kept = int((d(torch.ones(400, 1000)) != 0).sum())
+    assert sps.binomtest(kept, 400_000, 0.7).pvalue < 1e-6
+
+
+def test_fast_dropout_scales_inverts_and_passes_the_gradient_through_the_mask():
+    from kd_helpers.models import Dropout
+    torch.manual_seed(1)
+    d = Dropout(0.3).train()
+    x = torch.randn(64, 300, requires_grad=True)
+    y = d(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / d.keep)          # inverted scaling, exact keep rate
+    assert y.mean().item() == pytest.approx(x.mean().item(), abs=0.02)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / d.keep)        # gradient: the same mask and scale
+    assert d(torch.ones(3, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_fast_dropout_is_deterministic_under_a_seed_and_the_identity_in_eval():
+    from kd_helpers.models import Dropout
+    d = Dropout(0.5).train()
+    x = torch.ones(8, 1000)
+    torch.manual_seed(7)
+    a = d(x)
+    torch.manual_seed(7)
+    b = d(x)
+    torch.manual_seed(8)
+    c = d(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert d.eval()(x) is x and Dropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="Dropout probability"):
+        Dropout(1.0)
+
+
+def test_the_study_networks_use_the_fast_dropout_and_record_it():
+    from kd_helpers.models import Dropout, network_config
+    for name in ("mlp_teacher", "mlp_student", "cnn_student"):
+        m = create_model(name)
+        assert not any(type(x) is torch.nn.Dropout for x in m.modules())
+        assert any(isinstance(x, Dropout) for x in m.modules()) and network_config(name)["version"] == 2
+    assert network_config("mlp_student_nodrop")["version"] == 1   # nothing changed for it

@@ -83,7 +83,7 @@ def check_pruning_verdicts(nb):
     v = found[0]
     assert len(v["run"]) == 4   # 2 kinds x 1 amount x 2 sources, each fine-tuned with KD
     assert all("_kd_" in r and b == r.replace("_kd_", "_ce_", 1) for r, b in zip(v["run"], v["baseline"]))
-    assert set(v["verdict"]) <= {"better", "worse", "no significant difference"} and set(v["seeds"]) == {1}
+    assert set(v["verdict"]) == {"not judged"} and set(v["seeds"]) == {1}
 
 
 def check_method_summary(name, nb, min_acc=0.0):
@@ -95,7 +95,8 @@ def check_method_summary(name, nb, min_acc=0.0):
     assert s["runs"] == METHOD_NOTEBOOKS[name]                  # exactly the runs the notebook lists
     assert sorted(s["table_runs"]) == sorted(s["runs"] + ["teacher"])   # one table row per run, plus the teacher
     assert set(s["verdicts"]) <= set(s["table_runs"])
-    assert set(s["verdicts"].values()) <= {"better", "worse", "no significant difference"}
+    # one seed (the smoke profile): a difference is shown, the method is not judged
+    assert set(s["verdicts"].values()) <= {"not judged"}
     kd_runs = [r for r in s["runs"] if variant(r.split("__")[0]).method != "ce"]
     assert sorted(s["verdicts"]) == sorted(kd_runs)              # every KD run is judged against its baseline
     text = "".join(o.data.get("text/markdown", "") for c in nb.cells for o in c.get("outputs", [])

@@ -29,13 +29,15 @@ def test_committed_report_notebook_states_what_the_committed_store_produces():
     import nbformat
 
     from kd_helpers.findings import study_compute, study_findings
-    from kd_helpers.report import readme_root
+    from kd_helpers.report import readme_root, superseded_line
     nb = nbformat.read(REPO / "reports" / "paper" / "31_report.ipynb", as_version=4)
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert 'results_dir = "../reports/paper/store"' in injected   # relative to notebooks/, no machine path
     df = load_results(readme_root("paper"))
     cell = next(c for c in nb.cells if c.cell_type == "code" and "study_findings" in c.source)
-    assert cell.outputs[0]["data"]["text/markdown"] == study_findings(df) + "\n\n" + study_compute(df)
+    study = df[~df.run.str.startswith(("prune_", "ablation_"))]
+    assert cell.outputs[0]["data"]["text/markdown"] == (study_findings(df) + "\n\n" + study_compute(df) + "\n\n"
+                                                        + superseded_line(study, "paper"))
 
 
 def test_published_notebooks_name_no_machine_path():

@@ -230,18 +230,15 @@ def test_the_ablation_is_read_from_finished_runs_and_only_complete_roles_are_sum
     assert summary_line(from_results(pd.DataFrame(rows).iloc[:0], "mnist", "paper"), "mnist") == ""
 
 
-def test_the_paired_test_line_names_the_mcnemar_verdicts_it_does_not_confirm():
-    from kd_helpers.findings import paired_line
-    vs = pd.DataFrame({"run": ["a", "b", "c", "d"], "diff": [0.02, 0.01, -0.015, 0.0],
-                       "verdict": ["better", "better", "worse", "no significant difference"],
-                       "seeds": [3, 3, 3, 1], "p_seeds_holm": [0.01, 0.3, 0.2, np.nan]})
-    (line,) = paired_line(vs, 0.05)
-    assert "Holm over 3 runs" in line                       # d has one seed: no paired test, not counted
-    assert "significant for **a** (+2.00 points, p=0.01)" in line
-    assert "does not confirm the McNemar verdicts of **b**, **c**" in line and "**d**" not in line
-    assert paired_line(vs.assign(p_seeds_holm=np.nan), 0.05) == []
-    (line,) = paired_line(vs.assign(p_seeds_holm=0.5, verdict="no significant difference"), 0.05)
-    assert "significant for no run." in line and "confirm" not in line
+def test_the_mcnemar_line_names_the_checkpoint_verdicts_the_method_test_does_not_confirm():
+    from kd_helpers.findings import mcnemar_line
+    vs = pd.DataFrame({"run": ["a", "b", "c", "d"], "diff": [0.02, 0.01, -0.015, 0.01],
+                       "verdict": ["better", "no significant difference", "no significant difference", "not judged"],
+                       "seeds": [3, 3, 3, 1], "mcnemar_better": [3, 2, 0, 1], "mcnemar_worse": [0, 0, 2, 0]})
+    (line,) = mcnemar_line(vs)
+    # a is confirmed by the method-level test; b, c and the one-seed d rest on McNemar alone
+    assert "for **b**, **c**, **d**, which the method-level test does not confirm" in line and "**a**" not in line
+    assert mcnemar_line(vs.assign(mcnemar_better=0, mcnemar_worse=0)) == []
 
 
 def test_the_whole_studys_compute_is_the_sum_of_its_runs():
@@ -251,3 +248,105 @@ def test_the_whole_studys_compute_is_the_sum_of_its_runs():
     line = study_compute(every)
     assert "(training time as each run recorded it, summed; bfloat16, float32): 3 runs, 3.50 h, 4.00e+12" in line
     assert "(a 2 runs 1.50 h, b 1 run 2.00 h)" in line
+
+
+# ----------------------------------------------------------------- the seed-and-image verdict test
+def _flips(rng, n_images, better, worse, base_correct=0.8):
+    """One seed's pair of correctness rows: ``better`` images only a gets right, ``worse`` only b."""
+    a = (rng.random(n_images) < base_correct).astype(float)
+    b = a.copy()
+    idx = rng.permutation(n_images)
+    b[idx[:better]], a[idx[:better]] = 0, 1
+    a[idx[better:better + worse]], b[idx[better:better + worse]] = 0, 1
+    return a, b
+
+
+def test_seed_image_test_by_hand():
+    a = np.array([[1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1]], float)
+    b = np.array([[1, 0, 0, 1], [0, 0, 1, 1], [0, 1, 0, 1]], float)
+    d = a - b          # per-seed means .25 .25 .25; per-image means 1/3 1/3 1/3 0
+    n, big_n = d.shape
+    row, col = d.mean(1), d.mean(0)
+    ms_s, ms_i = big_n * row.var(ddof=1), n * col.var(ddof=1)
+    ms_e = ((d - row[:, None] - col[None, :] + d.mean()) ** 2).sum() / ((n - 1) * (big_n - 1))
+    var_s, var_i = max((ms_s - ms_e) / big_n, 0), max((ms_i - ms_e) / n, 0)
+    r = stats.seed_image_test(a, b)
+    assert r["diff"] == pytest.approx(0.25)
+    assert (r["var_seed"], r["var_image"], r["var_resid"]) == pytest.approx((var_s, var_i, ms_e))
+    se2 = var_s / n + var_i / big_n + ms_e / (n * big_n)
+    assert r["se"] == pytest.approx(np.sqrt(se2))
+    # Satterthwaite df of the mean squares the components imply, at least n - 1
+    es, ei = ms_e + big_n * var_s, ms_e + n * var_i
+    df = (es + ei - ms_e) ** 2 / (es ** 2 / (n - 1) + ei ** 2 / (big_n - 1) + ms_e ** 2 / ((n - 1) * (big_n - 1)))
+    assert r["df"] == pytest.approx(max(df, n - 1))
+    assert r["p"] == pytest.approx(2 * sps.t.sf(0.25 / np.sqrt(se2), r["df"]))
+    assert r["ci_low"] == pytest.approx(0.25 - sps.t.ppf(0.975, r["df"]) * np.sqrt(se2))
+    assert 0 <= r["p_improve"] <= 1 and r["boot_ci_low"] <= 0.25 <= r["boot_ci_high"]
+    with pytest.raises(ValueError, match="at least 2 paired seeds"):
+        stats.seed_image_test(a[:1], b[:1])
+    with pytest.raises(ValueError, match="same seeds and images"):
+        stats.seed_image_test(a, b[:2])
+
+
+def test_variance_components_recover_a_simulated_design():
+    rng = np.random.default_rng(3)
+    n, big_n = 40, 4000
+    x = rng.normal(0, 0.3, (n, 1)) + rng.normal(0, 2.0, (1, big_n)) + rng.normal(0, 1.0, (n, big_n))
+    v = stats.variance_components(x)
+    assert v["var_seed"] == pytest.approx(0.09, rel=0.5)
+    assert v["var_image"] == pytest.approx(4.0, rel=0.1) and v["var_resid"] == pytest.approx(1.0, rel=0.05)
+
+
+def test_mcnemar_significant_on_every_seed_but_the_seed_spread_makes_the_method_ns():
+    rng = np.random.default_rng(0)
+    rows = [_flips(rng, 2000, k, 0) for k in (20, 100, 180)]     # +1, +5, +9 points
+    a, b = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+    assert all(stats.mcnemar_test(np.ones(2000), ra, rb)["p"] < 0.001 for ra, rb in rows)
+    r = stats.seed_image_test(a, b)
+    assert r["diff"] == pytest.approx(0.05) and r["p"] > 0.05
+    assert r["ci_low"] < 0 < r["ci_high"]
+
+
+def test_mcnemar_ns_on_every_seed_but_the_method_difference_is_significant():
+    rng = np.random.default_rng(1)
+    rows = [_flips(rng, 10000, 215, 185) for _ in range(10)]      # +0.3 points on every seed, other images
+    a, b = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+    assert all(stats.mcnemar_test(np.ones(10000), ra, rb)["p"] > 0.1 for ra, rb in rows)
+    r = stats.seed_image_test(a, b)
+    assert r["diff"] == pytest.approx(0.003) and r["p"] < 0.01 and r["ci_low"] > 0 and r["p_improve"] > 0.99
+
+
+def test_accuracy_ci_counts_test_images_even_when_every_seed_agrees():
+    rng = np.random.default_rng(2)
+    row = (rng.random(10000) < 0.99).astype(float)
+    c = np.stack([row, row, row])      # three identical seeds: zero seed variance
+    r = stats.accuracy_ci(c)
+    # only the test images vary: the CI is test sampling's, about +-0.2 points at 99% of 10,000
+    half = sps.norm.ppf(0.975) * np.sqrt(row.var(ddof=1) / 10000)
+    assert r["ci_high"] - r["mean"] == pytest.approx(half, rel=0.01) and 0.0015 < half < 0.0025
+    one = stats.accuracy_ci(c[:1])     # one seed: test images only, normal
+    assert one["ci_high"] - one["mean"] == pytest.approx(half, rel=1e-6)
+
+
+def test_detectable_effect_and_seeds_needed():
+    # seed variance 1e-4 (1 point SD), image 0.01, residual 0.02 on 10,000 images
+    comp = (1e-4, 0.01, 0.02)
+    small = stats.detectable_effect(*comp, 3, 10000, tests=1)
+    big = stats.detectable_effect(*comp, 3, 10000, tests=13)
+    assert 0 < small < big
+    # the power at the detectable effect is the target
+    se, df = stats.standard_error(*comp, 3, 10000)
+    assert stats.power(big, se, df, 0.05 / 13) == pytest.approx(0.8, abs=1e-6)
+    # seeds needed: the smallest n that reaches the effect, more for a smaller effect; None if unreachable
+    n1, n05 = stats.seeds_needed(0.01, *comp, 10000, tests=13), stats.seeds_needed(0.005, *comp, 10000, tests=13)
+    assert n1 < n05
+    assert stats.detectable_effect(*comp, n1, 10000, 13) <= 0.01 < stats.detectable_effect(*comp, n1 - 1, 10000, 13)
+    assert stats.seeds_needed(0.0001, 0.0, 0.5, 0.0, 100) is None
+
+
+def test_overdispersion_against_mcnemars_model():
+    v = [[1e-6] * 3, [1e-6] * 3]
+    calm = stats.overdispersion([[0.001, 0.0, -0.001], [0.0, 0.001, 0.0]], v)
+    wild = stats.overdispersion([[0.01, -0.01, 0.02], [0.0, 0.02, -0.02]], v)
+    assert calm["df"] == 4 and calm["ratio"] < 1.5 and calm["p"] > 0.05
+    assert wild["ratio"] > 100 and wild["p"] < 1e-6

@@ -167,3 +167,18 @@ def test_latency_blocks_follow_the_setting_and_are_recorded(monkeypatch):
     monkeypatch.delenv("KD_LATENCY_REPEATS")
     assert evaluate.describe(torch.nn.Linear(4, 2), (4,))["latency_repeats"] == 20
     assert seen == [(1, 12), (64, 3), (1, 20), (64, 5)]
+
+
+def test_a_run_without_the_test_curve_never_reads_the_test_set(monkeypatch):
+    """What a tuning trial does: train and select on validation, and never touch the test images."""
+    data = tiny_dataset()
+    real = type(data).batches
+
+    def guarded(self, split="train", *a, **k):
+        assert split != "test", "the test set was read"
+        return real(self, split, *a, **k)
+    monkeypatch.setattr(type(data), "batches", guarded)
+    hist = fit(make(), build_loss("ce"), data, TrainConfig(**{**CFG.__dict__, "test_curve": False}), progress=False)
+    assert all("test_acc" not in h and "val_acc" in h for h in hist) and sum(h["selected"] for h in hist) == 1
+    with pytest.raises(AssertionError, match="the test set was read"):   # the guard itself works
+        fit(make(), build_loss("ce"), data, CFG, progress=False)
