@@ -39,18 +39,6 @@ def summarize(df: pd.DataFrame, by=("dataset", "run"), metric: str = "test_acc",
     return pd.DataFrame(rows)
 
 
-def paired_seed_comparison(df: pd.DataFrame, run_a: str, run_b: str, metric: str = "test_acc") -> dict:
-    """Per-seed differences a - b over seeds both runs have, with a paired t-test."""
-    a = df[df.run == run_a].set_index("seed")[metric]
-    b = df[df.run == run_b].set_index("seed")[metric]
-    common = a.index.intersection(b.index)
-    d = (a[common] - b[common]).to_numpy()
-    m, sd, lo, hi, n = mean_ci(d)
-    p = float(sps.ttest_rel(a[common], b[common]).pvalue) if n >= 2 and sd > 0 else float("nan")
-    return {"a": run_a, "b": run_b, "n_seeds": n, "mean_diff": m, "ci_low": lo, "ci_high": hi, "p_ttest": p,
-            "diffs": d.tolist()}
-
-
 # ----------------------------------------------------------------- methods: seeds and test images
 
 def _correct(x) -> np.ndarray:

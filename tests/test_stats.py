@@ -92,19 +92,6 @@ def test_summaries_and_relative_to_teacher():
     assert r[r.run == "s"].compression.tolist() == [10, 10] and r[r.run == "s"].speedup.tolist() == [4, 4]
 
 
-def test_paired_seed_comparison_by_hand():
-    df = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 4, "seed": [0, 1, 2, 0, 1, 2, 3],
-                       "test_acc": [0.91, 0.93, 0.95, 0.90, 0.90, 0.91, 0.99]})
-    p = stats.paired_seed_comparison(df, "a", "b")
-    d = np.array([0.01, 0.03, 0.04])   # seed 3 has no partner and is left out
-    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
-    assert p["n_seeds"] == 3 and p["mean_diff"] == pytest.approx(d.mean())
-    assert p["p_ttest"] == pytest.approx(2 * sps.t.sf(abs(t), 2))
-    half = sps.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
-    assert (p["ci_low"], p["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
-    assert stats.paired_seed_comparison(df, "b", "a")["mean_diff"] == pytest.approx(-d.mean())
-
-
 def test_versus_reference():
     y, a, b = preds_from_table(100, 40, 5, 30)
     vs = stats.versus_reference(y, {"base": b, "new": a}, "base")
