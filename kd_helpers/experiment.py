@@ -87,9 +87,12 @@ _DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataC
                             "network_version": 1})
 # recorded since a later version, and unknowable for older runs: absent is no difference
 RECORDED_SINCE = {"network"}
-# what a newer definition supersedes: such a run is refused for training (retrain it), and shown
-# as published, labelled, where notebooks only read (KD_REUSE_ONLY=1)
+
+
 def superseding(key: str) -> bool:
+    """Whether a config difference in ``key`` is a newer definition of the loss or the network (or
+    the study's newer hyper-parameters): such a run is refused for training (retrain it), and shown
+    as published, labelled, where notebooks only read (KD_REUSE_ONLY=1)."""
     return key in ("loss_version", "network_version") or key.startswith(("loss.", "network."))
 
 
