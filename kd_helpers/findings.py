@@ -175,6 +175,18 @@ def detectable_line(vs: pd.DataFrame, alpha: float = 0.05) -> str:
             f"Smaller true differences can exist unseen: n.s. is not \"no effect\".")
 
 
+def one_training_code(table: pd.DataFrame, what: str = "this table") -> str:
+    """The one training-code fingerprint of a table's runs (``util.code_fingerprint``), or an error
+    naming the fingerprints and their runs: a table compares methods only when one code trained
+    them all."""
+    codes = table.training_code.fillna("not recorded")
+    if codes.nunique() == 1 and codes.iloc[0] != "not recorded":
+        return codes.iloc[0]
+    shown = "; ".join(f"{c}: {', '.join(sorted(set(g.run)))}" for c, g in table.assign(code=codes).groupby("code"))
+    raise ValueError(f"{what} mixes training code ({shown}). Retrain the runs of the other code (or the ones "
+                     f"that recorded none) with the code of the rest before publishing it.")
+
+
 def mcnemar_overdispersion(vs: pd.DataFrame) -> dict:
     """How much the per-seed differences spread beyond McNemar's model (``stats.overdispersion``)."""
     if vs.empty:

@@ -144,8 +144,11 @@ def provenance(df: pd.DataFrame) -> str:
         c = read_json(Path(d) / "env.json").get("git_commit")
         return f"{c[:7]}{'-dirty' if c.endswith('-dirty') else ''}" if c else "not recorded"
     commits = pd.Series([commit(d) for d in df.dir]).value_counts().sort_index()
+    codes = (df.training_code if "training_code" in df else pd.Series([None] * len(df))).fillna("not recorded")
     return (f"training precision: {', '.join(f'{p} ({n} runs)' for p, n in prec.value_counts().items())}; "
-            f"commit{'s' if len(commits) > 1 else ''}: {', '.join(f'{c} ({n})' for c, n in commits.items())}")
+            f"commit{'s' if len(commits) > 1 else ''}: {', '.join(f'{c} ({n})' for c, n in commits.items())}; "
+            f"training-code fingerprint (`util.code_fingerprint`): "
+            f"{', '.join(f'{c} ({n})' for c, n in codes.value_counts().sort_index().items())}")
 
 
 def compare_stores(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str) -> pd.DataFrame:

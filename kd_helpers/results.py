@@ -153,10 +153,13 @@ def load_results(root=None, profile: str | None = None) -> pd.DataFrame:
     rows, damaged = [], []
     for d in _runs(results_root(root, profile), damaged):
         cfg, m = read_json(d / "config.json"), read_json(d / "metrics.json")
+        env = read_json(d / "env.json") if (d / "env.json").exists() else {}
         rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
                      "model": cfg["model"], "seed": cfg["seed"],
                      # runs from before versioned losses carry none: they were trained under version 1
-                     "loss_version": cfg.get("loss_version", 1), "teacher_run": cfg.get("teacher"),
+                     "loss_version": cfg.get("loss_version", 1),
+                     # the fingerprint of the code that trained it (util.code_fingerprint); None before it was recorded
+                     "training_code": env.get("training_code"), "teacher_run": cfg.get("teacher"),
                      "teacher_seed": cfg.get("teacher_seed") if cfg.get("teacher") else None,
                      **m, "dir": str(d)})
     df = pd.DataFrame(rows)

@@ -173,6 +173,32 @@ def git_commit() -> str | None:
 # dirty state) it loaded, not whatever HEAD is when its run finishes hours later.
 LOADED_COMMIT = git_commit()
 
+# what trains a run: the losses, the loop, the networks, the data path. A published table must come
+# from one fingerprint of these (the study's rule: no training-code change while a table trains)
+TRAINING_CODE = ("losses", "train.py", "models.py", "zoo.py", "data.py", "teacher_cache.py")
+
+
+def code_fingerprint(root: Path = Path(__file__).parent, parts=TRAINING_CODE) -> str:
+    """A digest of the training code as Python sees it: each file's syntax tree without its
+    docstrings (comments are not in the tree), so documentation edits keep the fingerprint and
+    any change to what runs gives a new one."""
+    import ast
+    h = hashlib.sha256()
+    files = sorted(f for p in parts for f in ((root / p).rglob("*.py") if (root / p).is_dir() else [root / p]))
+    for f in files:
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+TRAINING_CODE_FINGERPRINT = code_fingerprint()
+
 
 def environment() -> dict:
     """What produced a result: package versions, git commit, device, threads."""
@@ -184,7 +210,7 @@ def environment() -> dict:
             pass
     dev = device_default()
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": pkgs,
-            "git_commit": LOADED_COMMIT, "device": str(dev),
+            "git_commit": LOADED_COMMIT, "training_code": TRAINING_CODE_FINGERPRINT, "device": str(dev),
             "device_name": torch.cuda.get_device_name() if dev.type == "cuda" else cpu_model(),
             "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_native_bf16": cpu_has_native_bf16()}

@@ -114,6 +114,11 @@ def test_config_records_the_network_and_the_loss_version(store):
     assert net["class"] == "MLP" and net["hidden"] == [800, 800]
     assert net["dropout"] == 0.3 and net["in_dropout"] == 0.1 and net["norm"] is False
     assert len(net["structure_sha256"]) == 16
+    # and the run's records carry the fingerprint of the training code that ran it
+    from kd_helpers.util import TRAINING_CODE_FINGERPRINT
+    assert json.loads((r["dir"] / "env.json").read_text())["training_code"] == TRAINING_CODE_FINGERPRINT
+    df = load_results(store)
+    assert df[df.run == "dkd"].training_code.tolist() == [TRAINING_CODE_FINGERPRINT]
 
 
 def test_a_changed_loss_definition_is_a_different_run(store, monkeypatch, capsys):

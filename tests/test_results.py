@@ -149,3 +149,30 @@ def test_only_an_edit_of_the_code_makes_a_commit_dirty(monkeypatch, tmp_path):
     assert util.git_commit() == head
     (tmp_path / "kd_helpers" / "fit.py").write_text("x = 2\n")   # the code that trains a run
     assert util.git_commit() == head + "-dirty"
+
+
+def test_the_training_code_fingerprint_ignores_documentation_and_sees_code(tmp_path):
+    from kd_helpers.util import code_fingerprint
+    (tmp_path / "losses").mkdir()
+    src = 'def f(x):\n    """Doc."""\n    return x + 1  # why\n'
+    (tmp_path / "losses" / "a.py").write_text(src)
+    (tmp_path / "train.py").write_text('"""Module doc."""\nSTEP = 1\n')
+    parts = ("losses", "train.py")
+    base = code_fingerprint(tmp_path, parts)
+    (tmp_path / "losses" / "a.py").write_text(src.replace("Doc.", "Another doc.").replace("# why", "# because"))
+    assert code_fingerprint(tmp_path, parts) == base
+    (tmp_path / "losses" / "a.py").write_text(src.replace("x + 1", "x + 2"))
+    assert code_fingerprint(tmp_path, parts) != base
+
+
+def test_a_table_of_runs_from_two_training_codes_is_refused():
+    import pandas as pd
+
+    from kd_helpers.findings import one_training_code
+    one = pd.DataFrame({"run": ["baseline", "kd"], "training_code": ["abc", "abc"]})
+    assert one_training_code(one) == "abc"
+    mixed = one.assign(training_code=["abc", "def"])
+    with pytest.raises(ValueError, match="mixes training code .*abc: baseline; def: kd"):
+        one_training_code(mixed, "the tuned mnist table")
+    with pytest.raises(ValueError, match="not recorded: baseline"):
+        one_training_code(one.assign(training_code=[None, "abc"]))
