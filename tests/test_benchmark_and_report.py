@@ -112,7 +112,11 @@ def test_provenance_counts_runs_per_commit_and_names_unrecorded_ones(store, tmp_
     for f, c in zip(envs, ["0123456789abcdef", "0123456789abcdef-dirty", None]):
         f.write_text(json.dumps({**json.loads(f.read_text()), "git_commit": c}))
         write_manifest(f.parent)   # an edited record, re-signed: the run stays intact
-    assert provenance(load_results(copy)).endswith("commits: 0123456 (1), 0123456-dirty (1), not recorded (1)")
+    from kd_helpers.util import TRAINING_CODE_FINGERPRINT
+    text = provenance(load_results(copy))
+    assert "commits: 0123456 (1), 0123456-dirty (1), not recorded (1);" in text
+    # every run of this store was trained by the code under test: one fingerprint, all three runs
+    assert text.endswith(f"training-code fingerprint (`util.code_fingerprint`): {TRAINING_CODE_FINGERPRINT} (3)")
 
 
 def test_compare_stores_pairs_the_same_runs(store):
