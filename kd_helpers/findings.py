@@ -43,13 +43,17 @@ def finetuned_with_ce(df: pd.DataFrame, run: str) -> str | None:
     return same[0] if len(same) else None
 
 
+def correct(p: dict) -> np.ndarray:
+    """Per-image correctness (0/1) of one run's stored predictions."""
+    return (p["logits"].argmax(1) == p["labels"]).astype(float)
+
+
 def _correctness(pa: dict, pb: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-image correctness of two runs' predictions, after checking they label the same images."""
     if len(pa["labels"]) != len(pb["labels"]) or not np.array_equal(pa["labels"], pb["labels"]):
         raise ValueError(f"{where}: the two runs were tested on different labels ({len(pa['labels'])} vs "
                          f"{len(pb['labels'])} images): they cannot be paired. Retrain one of them on the same split.")
-    y = pa["labels"]
-    return (pa["logits"].argmax(1) == y).astype(float), (pb["logits"].argmax(1) == y).astype(float)
+    return correct(pa), correct(pb)
 
 
 MIN_SEEDS = 3   # fewer paired seeds: differences are reported, the method is not judged
@@ -220,8 +224,7 @@ def accuracy_summary(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     and test images (``stats.accuracy_ci`` on the runs' predictions)."""
     rows = []
     for (ds, run), g in df.groupby(["dataset", "run"], sort=False):
-        preds = [load_predictions(d) for d in g.sort_values("seed").dir]
-        ci = stats.accuracy_ci(np.stack([(p["logits"].argmax(1) == p["labels"]).astype(float) for p in preds]), level)
+        ci = stats.accuracy_ci(np.stack([correct(load_predictions(d)) for d in g.sort_values("seed").dir]), level)
         rows.append({"dataset": ds, "run": run, "mean": ci["mean"], "std": g.test_acc.std() if len(g) > 1 else np.nan,
                      "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": len(g)})
     return pd.DataFrame(rows)

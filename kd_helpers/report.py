@@ -13,19 +13,18 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .ablation import from_results, summary_line
 from .experiment import spec_for
-from .findings import (REFERENCE, VERDICT_LEGEND, per_network, study_compute, study_findings, verdict_cell,
-                       versus_baselines)
+from .findings import (REFERENCE, VERDICT_LEGEND, accuracy_summary, per_network, study_compute, study_findings,
+                       verdict_cell, versus_baselines)
 from .losses import loss_class
 from .models import network_config
 from .plan import study_jobs
 from .presets import PROOF_EPOCHS, family, preset
-from .results import is_finished, load_predictions, load_results, read_json, results_root
-from .stats import accuracy_ci, mean_ci, relative_to_teacher
+from .results import is_finished, load_results, read_json, results_root
+from .stats import mean_ci, relative_to_teacher
 from .study import STEPS, load_timings, run_study
 from .util import REPO_ROOT
 
@@ -41,11 +40,12 @@ def results_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
     g = relative_to_teacher(df[df.dataset == dataset])
     g = g.assign(latency_ms=per_network(g, "latency_ms"))
     verdicts = {} if vs is None or vs.empty else vs.set_index("run")
+    cis = accuracy_summary(g).set_index("run")   # seeds and test images, as the verdicts
     ref = REFERENCE.get(dataset, {})
     rows = []
     for run, r in g.groupby("run", sort=False):
         m, sd, _, _, n = mean_ci(r.test_acc)
-        ci = accuracy_ci(np.stack([_correct(d) for d in r.sort_values("seed").dir]))
+        ci = cis.loc[run]
         row = {"Model": run, "Arch": r.model.iloc[0], "Seeds": n,
                "Errors": f"{r.test_errors.mean():.1f}" if n > 1 else f"{int(r.test_errors.iloc[0])}",
                "Accuracy": f"{100 * m:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * m:.2f}",
@@ -67,11 +67,6 @@ def results_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
     if out.empty:
         return out
     return out.sort_values("_acc", ascending=False).drop(columns="_acc").reset_index(drop=True)
-
-
-def _correct(run_dir) -> np.ndarray:
-    p = load_predictions(run_dir)
-    return (p["logits"].argmax(1) == p["labels"]).astype(float)
 
 
 CI_LEGEND = ("95% CI: of the accuracy, counting seeds and test images (the verdict test's standard error; test "
