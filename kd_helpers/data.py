@@ -450,6 +450,10 @@ def resolve_data_config(name: str, config: DataConfig, data_dir=None, download: 
     """``config`` with the validation split as an image count (what a run's config records)."""
     (_, ytr, *_), spec = _raw(name, data_dir, download)
     n_val = int(round(config.val_size * len(ytr))) if config.val_size < 1 else int(config.val_size)
+    if n_val >= len(ytr):
+        raise ValueError(f"Dataset '{name}' has {len(ytr)} training images, and the validation split takes {n_val}: "
+                         f"nothing would be left to train on. Use a larger tree (its train/ folder), or a smaller "
+                         f"validation split (DataConfig.val_size, e.g. a fraction such as 0.1).")
     return replace(config, val_size=n_val)
 
 

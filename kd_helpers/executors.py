@@ -49,7 +49,7 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
                 if held(lock_path(dep)) or any(j.dir(results_dir) == dep for j in pending):
                     continue   # its teacher is being trained (or is still to come here)
                 failed[job.label] = f"its teacher {dep} is not finished and no one is training it (it failed?)"
-            elif not is_finished(job.dir(results_dir)):
+            elif not job.finished(results_dir):
                 try:
                     job(results_dir, data_dir, progress=False, wait=False)
                 except Busy:
@@ -109,9 +109,8 @@ def counts(jobs: list[Job], results_dir, failed: set) -> dict:
     """How many of ``jobs`` are queued / running (a live lock) / finished / failed."""
     c = {"queued": 0, "running": 0, "finished": 0, "failed": 0}
     for j in jobs:
-        d = j.dir(results_dir)
-        c["failed" if j.label in failed else "finished" if is_finished(d) else "running" if held(lock_path(d))
-          else "queued"] += 1
+        c["failed" if j.label in failed else "finished" if j.finished(results_dir) else "running"
+          if j.running(results_dir) else "queued"] += 1
     return c
 
 
@@ -158,14 +157,14 @@ def run_plan(plan_level: Callable[[int], list[Job]], kind: str, n: int, results_
     """Train every level of the plan in turn (``plan_level(level)`` is asked again for each
     level: pruning runs exist only once the students are trained); return the failures."""
     if kind == "local":   # one set of workers walks every level (no process start per level)
-        todo = [j for level in LEVELS for j in plan_level(level) if not is_finished(j.dir(results_dir))]
+        todo = [j for level in LEVELS for j in plan_level(level) if not j.finished(results_dir)]
         if not todo:
             return {}
         log(f"{len(todo)} runs planned (pruning runs are added once the students are trained) on {n} local workers")
         return run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log, plan_level=plan_level)
     failed = {}
     for level in LEVELS:
-        todo = [j for j in plan_level(level) if not is_finished(j.dir(results_dir))]
+        todo = [j for j in plan_level(level) if not j.finished(results_dir)]
         if not todo:
             continue
         log(f"level {level}: {len(todo)} runs as a SLURM array ({n} at once)")

@@ -23,12 +23,12 @@ from torch import nn
 from . import evaluate
 from .data import DataConfig, Dataset, default_augment, load_dataset, resolve_data_config
 from .lock import RunLock
-from .losses import build_loss, describe_pair, hparams, loss_class
+from .losses import LOSSES, build_loss, describe_pair, hparams, loss_class
 from .models import create_model, is_resized, load_resized, network_config
 from .presets import preset, variant
 from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, read_json, results_root, run_dir,
                       save_run)
-from .train import TrainConfig, fit, predict, read_checkpoint, seed_everything
+from .train import TrainConfig, fit, predict, read_checkpoint, remove_checkpoint, seed_everything
 from .util import atomic_torch_save, environment, resolve_precision, setup_threads
 
 
@@ -49,6 +49,9 @@ class RunSpec:
     loss_version: int = 0            # the loss definition's version (filled in by ``resolved``)
     network: dict | None = None      # the architecture's hyper-parameters (filled in by ``resolved``)
     network_version: int = 0         # ``models.network_version`` (filled in by ``resolved``)
+    # a tuning trial ({"study": ..., "number": ...}; kd_helpers.tuning): trains on the tuning seed,
+    # is evaluated on validation only and keeps no weights; None for every run of a table
+    trial: dict | None = None
 
     def resolved(self, data_dir=None, device: torch.device | None = None) -> "RunSpec":
         """The complete config of this run on ``device``: what ``config.json`` records and the
@@ -84,7 +87,7 @@ def json_roundtrip(obj):
 # a config written before a setting existed is read with that setting's value then: runs from
 # before versioned losses were trained under version 1 of their loss
 _DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig()), "loss_version": 1,
-                            "network_version": 1})
+                            "network_version": 1, "trial": None})
 # recorded since a later version, and unknowable for older runs: absent is no difference
 RECORDED_SINCE = {"network"}
 
@@ -119,7 +122,11 @@ class ReuseOnly(RuntimeError):
 def _diff(old: dict, new: dict, prefix="", defaults: dict | None = None) -> list[tuple[str, object, object]]:
     """Differences between two configs. A setting added to the code after ``old`` was written
     is no difference while it keeps its default (the behaviour ``old`` was trained with)."""
-    defaults = _DEFAULTS if defaults is None else defaults
+    if defaults is None:
+        # a loss hyper-parameter added later (e.g. DML's KL weight) is no difference either while
+        # it keeps the loss's default, under which the old run's function is the same
+        loss_defaults = json_roundtrip(hparams(new["method"])) if new.get("method") in LOSSES else {}
+        defaults = {**_DEFAULTS, "loss": loss_defaults}
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k, defaults.get(k)), new.get(k)   # absent from old: the value it had then
@@ -191,13 +198,15 @@ def _reuse(out: Path, config: dict) -> dict:
 
 
 def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, progress: bool = True,
-        profile: str | None = None, start: Start | None = None, wait: bool = True) -> dict:
+        profile: str | None = None, start: Start | None = None, wait: bool = True,
+        on_epoch: Callable[[dict], bool] | None = None) -> dict:
     """Train, evaluate and store one run; return ``load_run`` of its directory.
 
     A finished run with the same config is returned as is. A finished run with a different
     config is never overwritten silently: pass ``force=True`` or use another results dir.
     While another process trains the same run, ``run`` waits for it and reuses its result
-    (``wait=False``: raise ``lock.Busy`` instead).
+    (``wait=False``: raise ``lock.Busy`` instead). ``on_epoch``: see ``train.fit`` (a tuning
+    trial's pruner).
     """
     setup_threads()   # before the data is loaded: everything a run computes uses the same threads
     if start is not None:
@@ -226,7 +235,7 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
             return done
         if force and out.exists():
             shutil.rmtree(out)
-        return _train(spec, out, config, root, teacher_dir, data_dir, progress, start)
+        return _train(spec, out, config, root, teacher_dir, data_dir, progress, start, on_epoch)
 
 
 def lock_path(out: Path) -> Path:
@@ -252,10 +261,14 @@ def _finished(out: Path, config: dict, root: Path, spec: RunSpec) -> dict | None
 
 
 def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data_dir, progress: bool,
-           start: Start | None) -> dict:
+           start: Start | None, on_epoch=None) -> dict:
     _check_resume(out / "checkpoint.pt", config)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     data = load_dataset(spec.dataset, data_dir, spec.data)
+    if spec.trial is not None:
+        if spec.train.test_curve:
+            raise ValueError(f"Tuning trial {out} would read the test set every epoch: set train.test_curve=False.")
+        data = without_test(data)   # a tuning trial must not be able to read the test set at all
     in_shape, ncls = data.input_shape, data.num_classes
     seed_everything(spec.seed)
     make = lambda: create_model(spec.model, ncls, in_shape=in_shape)
@@ -276,7 +289,9 @@ def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data
     with open(out / LOG, "a") as logf:   # the per-epoch log lives with the run, not in the notebook
         history = fit(model, loss_fn, data, spec.train, teacher=teacher, checkpoint=out / "checkpoint.pt",
                       cache_dir=teacher_dir, progress=progress, desc=f"{spec.dataset}/{spec.run}/s{spec.seed}",
-                      meta=config, log=lambda line: print(line, file=logf, flush=True))
+                      meta=config, log=lambda line: print(line, file=logf, flush=True), on_epoch=on_epoch)
+    if spec.trial is not None:
+        return _save_trial(spec, out, config, root, model, data, history, t_wall, t_cpu)
     after = start.finish(model) if start is not None else {}
 
     model.cpu().float()
@@ -298,8 +313,38 @@ def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data
     _save_model(model, out / "model.pt", spec.model, in_shape, ncls)
     save_run(out, config=config, env=environment(), history=history, labels=y.numpy(),
              logits=logits.numpy(), extra_logits={k: z.numpy() for k, z in extras.items()}, metrics=metrics)
-    (out / "checkpoint.pt").unlink(missing_ok=True)
+    remove_checkpoint(out / "checkpoint.pt")
     return _announce(load_run(out, verify=False), root, trained=True)   # just written
+
+
+def without_test(data: Dataset) -> Dataset:
+    """``data`` with an empty test split (what a tuning trial trains and selects on)."""
+    return replace(data, x={**data.x, "test": data.x["test"][:0]}, y={**data.y, "test": data.y["test"][:0]})
+
+
+def _save_trial(spec: RunSpec, out: Path, config: dict, root: Path, model, data, history, t_wall, t_cpu) -> dict:
+    """A tuning trial's record: its objective (the best epoch's validation accuracy, the study's
+    model selection), its per-epoch history and its validation predictions; no weights (nothing
+    trains from a trial) and nothing measured on the test set."""
+    model.cpu().float()
+    val_logits, _ = predict(model, data, "val", spec.train.eval_batch_size)
+    y_val = data.y["val"]
+    sel = next(r for r in history if r["selected"])
+    metrics = {"val_acc": evaluate.accuracy(val_logits, y_val), "val_acc_best_epoch": sel["val_acc"],
+               "selected_epoch": int(sel["epoch"]), "epochs_trained": len(history),
+               "stopped_early": len(history) < spec.train.epochs, "n_val": len(y_val),
+               "n_train": len(data.y["train"]), "predictions": "val",
+               "wall_s": time.perf_counter() - t_wall, "cpu_s": time.process_time() - t_cpu,
+               "train_s": float(sum(r["time_s"] for r in history)),
+               "precision": history[-1].get("precision", "float32")}
+    save_run(out, config=config, env=environment(), history=history, labels=y_val.numpy(),
+             logits=val_logits.numpy(), extra_logits={}, metrics=metrics)
+    remove_checkpoint(out / "checkpoint.pt")
+    r = load_run(out, verify=False)
+    rel = out.relative_to(root) if out.is_relative_to(root) else out.name
+    print(f"trained {rel}: validation {100 * sel['val_acc']:.2f}% (epoch {sel['epoch']} of {len(history)}"
+          f"{', stopped by the pruner' if metrics['stopped_early'] else ''}), {metrics['train_s']:.0f} s")
+    return r
 
 
 LOG = "train.log"

@@ -96,12 +96,12 @@ def _str(v):
 # name -> rule (returns None if the value is fine, else what is accepted)
 RULES = {
     "dataset": _dataset, "datasets": _datasets, "profile": _choice(*PROFILES), "seeds": _seeds,
-    "teacher_seeds": _seeds, "prune_seeds": _seeds_or_none, "data_dir": _path_or_none, "results_dir": _path_or_none,
+    "teacher_seeds": _seeds, "prune_seeds": _seeds_or_none, "tuned_seeds": _seeds_or_none, "data_dir": _path_or_none, "results_dir": _path_or_none,
     "reference": _str, "ablation": _bool,
     # temperatures and scales must be positive; weights non-negative; shares in [0, 1]
     "T": _num(0, lo_open=True), "tau": _num(0, lo_open=True), "p": _num(0, lo_open=True),
     "alpha": _num(0, 1), "beta": _num(0), "gamma": _num(0), "w_d": _num(0), "w_a": _num(0), "lam": _num(0),
-    "beta_one_stage": _num(0), "stage1_frac": _num(0, 1), "peers": _num(1, integer=True),
+    "beta_one_stage": _num(0), "stage1_frac": _num(0, 1), "peers": _num(1, 8, integer=True),
     "warmup": _num(0, integer=True), "finetune_epochs": _num(1, integer=True),
     "amounts": _fractions, "kinds": _list_of(("unstructured", "structured")), "finetune": _list_of(("ce", "kd")),
 }

@@ -8,20 +8,22 @@ A notebook's runs follow from its parameters (the runner reads the defaults of t
 - 1: needs the teacher (every distillation method); local workers start such a run as soon as
   its own teacher is finished (``Job.needs``), not when the whole of level 0 is;
 - 2: needs the distilled students: distill-then-prune prunes the best of them (chosen on
-  validation accuracy), so its runs are only known once level 1 has finished.
+  validation accuracy), so its runs are only known once level 1 has finished; likewise the
+  tuned configurations' seeds, known once their tuning (level 0/1, ``kd_helpers.tuning``) is.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from . import ablation
-from .experiment import RunSpec, run, spec_for
+from . import ablation, tuning
+from .experiment import RunSpec, lock_path, run, spec_for
+from .lock import held
 from .losses import hparams, loss_class
 from .params import declared, resolved
-from .presets import preset
+from .presets import TUNING_SEED, preset, tuning_budget
 from .prune_sweep import prune_and_finetune, run_name
-from .results import best_run, load_results, results_root, run_dir
+from .results import best_run, is_finished, load_results, results_root, run_dir
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Job:
     seed: int
     spec: RunSpec | None = None  # None for a pruning run (its spec needs the trained source)
     prune: tuple | None = None   # (source, kind, amount, finetune, epochs)
+    tune: str | None = None      # the variant whose tuning trials this job runs (spec: its as-published run)
+    phase: int | None = None     # the level of a run planned from earlier results (tuned seeds: 2)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -45,12 +49,25 @@ class Job:
 
     @property
     def level(self) -> int:
+        if self.phase is not None:
+            return self.phase
         if self.prune:
             return 2
         return 1 if loss_class(self.spec.method).requires_teacher else 0
 
     def dir(self, results_dir=None):
         return run_dir(results_root(results_dir, self.profile), self.dataset, self.run, self.seed)
+
+    def finished(self, results_dir=None) -> bool:
+        if self.tune:
+            return tuning.finished(results_root(results_dir, self.profile), self.dataset, self.tune, self.profile)
+        return is_finished(self.dir(results_dir))
+
+    def running(self, results_dir=None) -> bool:
+        """Whether a live worker holds it (for a tuning job: whether its study has begun)."""
+        if self.tune:
+            return tuning.journal_path(results_root(results_dir, self.profile), self.dataset, self.tune).exists()
+        return held(lock_path(self.dir(results_dir))) is not None
 
     def needs(self, results_dir=None):
         """The run directory this run distils from (its teacher at its seed), or None."""
@@ -59,6 +76,8 @@ class Job:
         return run_dir(results_root(results_dir, self.profile), self.dataset, self.spec.teacher, self.spec.teacher_seed)
 
     def __call__(self, results_dir=None, data_dir=None, *, progress: bool = True, wait: bool = True) -> dict:
+        if self.tune:
+            return tuning.tune(self.dataset, self.tune, self.profile, results_dir, data_dir, progress=progress)
         if self.prune:
             source, kind, amount, finetune, epochs = self.prune
             return prune_and_finetune(source, kind, amount, finetune, dataset=self.dataset, profile=self.profile,
@@ -134,6 +153,24 @@ def _pruning(p, results_dir=None):
     return out
 
 
+def _tuning(p, results_dir=None):
+    """A study per variant (its trials), then each finished study's best configuration on the
+    tuned seeds (``tuned_seeds``: None is the profile's budget, presets.TUNED_SEEDS)."""
+    root = results_root(results_dir, p["profile"])
+    n_seeds = tuning_budget(p["dataset"], p["profile"])[1]
+    seeds = p["tuned_seeds"] or list(range(n_seeds))
+    out = []
+    for name in tuning.variants(p["dataset"]):
+        spec = spec_for(name, p["dataset"], p["profile"])
+        out.append(Job(p["notebook"], f"tune_{name}", p["dataset"], p["profile"], TUNING_SEED, spec, tune=name))
+    for name in tuning.variants(p["dataset"]):
+        best = tuning.best_params(root, p["dataset"], name, p["profile"])
+        if best is not None:
+            out += [Job(p["notebook"], f"tuned_{name}", p["dataset"], p["profile"], s,
+                        tuning.tuned_spec(name, p["dataset"], p["profile"], s, best), phase=2) for s in seeds]
+    return out
+
+
 # notebook -> its runs, given its parameters (plus "notebook"); one entry per training notebook
 NOTEBOOKS: dict[str, Callable] = {
     "01_teacher": _teacher,
@@ -149,8 +186,11 @@ NOTEBOOKS: dict[str, Callable] = {
     "11_srd": _method("srd", "kd"),
     "12_srd_dist": _method("srd_dist", "kd", "srd"),
     "13_dkd": _method("dkd", "kd"),
+    "14_tuning": _tuning,
     "20_pruning": _pruning,
 }
+# notebooks whose runs depend on earlier results in the store (planned again as they finish)
+FROM_STORE = (_pruning, _tuning)
 
 
 def jobs(notebook: str, params: dict, results_dir=None) -> list[Job]:
@@ -159,7 +199,7 @@ def jobs(notebook: str, params: dict, results_dir=None) -> list[Job]:
         return []
     p = resolved({**declared(notebook), **params, "notebook": notebook})
     make = NOTEBOOKS[notebook]
-    listed = make(p, results_dir or p.get("results_dir")) if make is _pruning else make(p)
+    listed = make(p, results_dir or p.get("results_dir")) if make in FROM_STORE else make(p)
     unique: dict[tuple, Job] = {}
     for j in listed:
         unique.setdefault(j.key, j)   # the ablation lists the study's own teacher again

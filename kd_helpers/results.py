@@ -29,8 +29,13 @@ def results_root(root: str | os.PathLike | None = None, profile: str | None = No
     return REPO_ROOT / "results" / (profile or "quick")
 
 
+def dataset_dir(root, dataset: str) -> Path:
+    """Where ``dataset``'s runs live in the store (``imagefolder:/a/b`` -> ``imagefolder__a_b``)."""
+    return Path(root) / dataset.replace(":", "_").replace("/", "_")
+
+
 def run_dir(root, dataset: str, run: str, seed: int) -> Path:
-    return Path(root) / dataset.replace(":", "_").replace("/", "_") / run / f"seed_{seed}"
+    return dataset_dir(root, dataset) / run / f"seed_{seed}"
 
 
 MANIFEST = "manifest.json"
@@ -146,13 +151,16 @@ def _runs(root, damaged: list | None = None):
     return ok
 
 
-def load_results(root=None, profile: str | None = None) -> pd.DataFrame:
+def load_results(root=None, profile: str | None = None, *, trials: bool = False) -> pd.DataFrame:
     """One tidy row per finished run: dataset, run, method, model, seed, then every metric.
+    Tuning trials (no test accuracy) only with ``trials=True``.
 
     Damaged runs are skipped with a warning and listed in ``df.attrs["damaged"]``."""
     rows, damaged = [], []
     for d in _runs(results_root(root, profile), damaged):
         cfg, m = read_json(d / "config.json"), read_json(d / "metrics.json")
+        if cfg.get("trial") and not trials:
+            continue   # a tuning trial: validation only, read through kd_helpers.tuning
         env = read_json(d / "env.json") if (d / "env.json").exists() else {}
         rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
                      "model": cfg["model"], "seed": cfg["seed"],

@@ -46,6 +46,8 @@ STEPS = [
     Step("03_vanilla_kd"), Step("04_fitnets"), Step("05_rkd"), Step("06_feature_kd"),
     Step("07_at", families=("cnn", "pair"), why_not="AT needs spatial feature maps; MLP features are vectors"),
     Step("08_dml"), Step("09_byot"), Step("10_dist"), Step("11_srd"), Step("12_srd_dist"), Step("13_dkd"),
+    Step("14_tuning", families=("mlp", "cnn"),
+         why_not="the tuned comparison is the main study's (a residual pair's 240-epoch protocol is a GPU's)"),
     Step("20_pruning"),
     Step("30_statistics", per_dataset=False), Step("31_report", per_dataset=False),
 ]
@@ -191,7 +193,7 @@ def show_plan(pairs, profile, seeds, results_dir, data_dir, log=print) -> dict:
             + (" + the pruning runs, planned once the students are trained" if level == 2 else ""))
         for j in todo:
             log(f"  {j.notebook:<20} {j.dataset:<10} {j.run:<40} seed {j.seed}"
-                f"{'  finished' if is_finished(j.dir(results_dir)) else ''}")
+                f"{'  finished' if j.finished(results_dir) else ''}")
     return out
 
 

@@ -1,6 +1,8 @@
 """The one training loop: teacher, baseline student and every KD method go through ``fit``."""
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
 import time
@@ -8,6 +10,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -18,7 +21,7 @@ from .evaluate import accuracy
 from .losses import DistillLoss
 from .losses.base import full
 from .teacher_cache import TeacherOutputs
-from .util import atomic_torch_save, autocast_dtype, device_default, dtype_name, setup_threads
+from .util import atomic_write_bytes, atomic_write_text, autocast_dtype, device_default, dtype_name, setup_threads, sha256
 
 
 @dataclass(frozen=True)
@@ -89,20 +92,50 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(state: dict, path) -> None:
+    """An epoch checkpoint with its sha256 beside it. The checksum file is written first and
+    lists the new checkpoint's sha256 and the previous one's, so a kill between the two writes
+    leaves a pair that still matches (the old checkpoint, or the new one); a flipped bit matches
+    neither."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    sums = _checksum_path(path)
+    previous = sums.read_text().split()[:1] if sums.exists() and path.exists() else []
+    atomic_write_text(sums, "\n".join([hashlib.sha256(data).hexdigest(), *previous]) + "\n")
+    atomic_write_bytes(path, data)
+
+
 def read_checkpoint(path, device="cpu") -> dict | None:
-    """An epoch checkpoint, or None if there is none. A damaged one (a kill or a full disk
-    mid-write on a file system without atomic rename, a bad copy) is deleted with a warning:
-    the run starts over instead of crashing on every rerun."""
+    """An epoch checkpoint, or None if there is none. A damaged one (a flipped bit, a kill or a
+    full disk mid-write on a file system without atomic rename, a bad copy: its bytes match no
+    sha256 recorded when it was written) is deleted with a warning: the run starts over instead
+    of resuming from corrupted weights or crashing on every rerun."""
     path = Path(path)
     if not path.exists():
         return None
     try:
+        recorded = _checksum_path(path).read_text().split() if _checksum_path(path).exists() else []
+        if sha256(path) not in recorded:
+            raise ValueError("its bytes do not match the sha256 recorded when it was written"
+                             if recorded else "no sha256 was recorded with it")
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file means the same thing here
         warnings.warn(f"Checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:80]}); deleted, the run starts "
                       f"over from epoch 1.", stacklevel=2)
-        path.unlink(missing_ok=True)
+        remove_checkpoint(path)
         return None
+
+
+def remove_checkpoint(path) -> None:
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    _checksum_path(path).unlink(missing_ok=True)
 
 
 @torch.inference_mode()
@@ -135,7 +168,7 @@ def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024,
 def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig, *,
         teacher: nn.Module | None = None, checkpoint: str | os.PathLike | None = None,
         cache_dir: str | os.PathLike | None = None, progress: bool = True, desc: str = "",
-        meta: dict | None = None, log=None) -> list[dict]:
+        meta: dict | None = None, log=None, on_epoch: Callable[[dict], bool] | None = None) -> list[dict]:
     """Train ``model`` with ``loss_fn`` and return the per-epoch history.
 
     Every epoch ends with an atomic checkpoint; if ``checkpoint`` exists the run resumes from
@@ -145,6 +178,8 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
     so a resumed run gives the same result as an uninterrupted one. ``meta`` (the run's config)
     is saved with every checkpoint so a caller can refuse to resume under another config.
     ``log(line)`` receives one line per epoch (default: printed when ``progress``).
+    ``on_epoch(row)`` sees each epoch's history row after its checkpoint is written; returning
+    True stops training there (a tuning trial's pruner), the model still ends at its best epoch.
     """
     setup_threads()
     device = device_default()
@@ -207,7 +242,7 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
                 # still run in low precision.
                 t = as_fp32(teacher_out(x, idx)) if teacher_out is not None else None
                 s = as_fp32(forward(x))
-                terms = loss_fn(s, t, y, x=x)
+                terms = loss_fn(s, t, y, x=x, idx=idx)
                 loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(
@@ -250,9 +285,11 @@ def fit(model: nn.Module, loss_fn: DistillLoss, data: Dataset, cfg: TrainConfig,
         elif progress:
             tqdm.write(line)
         if ckpt is not None:
-            atomic_torch_save({"model": model.state_dict(), "loss": loss_fn.state_dict(),
-                               "optimizer": opt.state_dict(), "history": history, "epoch": epoch,
-                               "meta": meta, "best": best}, ckpt)
+            save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                             "optimizer": opt.state_dict(), "history": history, "epoch": epoch,
+                             "meta": meta, "best": best}, ckpt)
+        if on_epoch is not None and on_epoch(row):
+            break
     if best is not None and best["epoch"] != history[-1]["epoch"]:
         model.load_state_dict(best["model"])
         loss_fn.load_state_dict(best["loss"])

@@ -65,6 +65,10 @@ def atomic_write_text(path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def atomic_write_bytes(path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

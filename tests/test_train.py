@@ -129,7 +129,7 @@ class SabotagedLastEpoch(torch.nn.Module):
     def extra_logits(self, x, out):
         return {}
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         return {"ce": torch.nn.functional.cross_entropy(s_out[0], (y + 1) % 4 if self.flip else y)}
 
 

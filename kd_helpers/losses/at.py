@@ -55,6 +55,6 @@ class AttentionTransfer(DistillLoss):
                              "MLP features are vectors: use a CNN pair (e.g. cifar10) for AT.")
         self.beta, self.p = beta, p
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         at = sum(at_loss(s_out[1][si], t_out[1][ti], self.p) for si, ti in self.pairs)
         return {"ce": F.cross_entropy(s_out[0], y), "at": self.beta * at}

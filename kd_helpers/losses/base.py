@@ -47,7 +47,11 @@ def describe_pair(student: nn.Module, teacher: nn.Module | None, in_shape, num_c
 
 
 class DistillLoss(nn.Module):
-    """Base class: subclasses implement ``forward`` and may override the hooks."""
+    """Base class: subclasses implement ``forward(s_out, t_out, y, x=None, idx=None)`` and may
+    override the hooks. ``s_out``/``t_out`` are ``(logits, feats)`` (``t_out`` None without a
+    teacher), ``y`` the labels, ``x`` the inputs, ``idx`` the samples' indices in the training
+    split (for methods that keep per-sample state, e.g. CRD's memory bank); ``forward`` returns
+    ``{term name: tensor}``, summed by ``fit``."""
 
     name = "?"
     # The definition's version: part of every run's identity (config.json ``loss_version``), so a

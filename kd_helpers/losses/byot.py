@@ -74,7 +74,7 @@ class BYOT(DistillLoss):
             e = head["bottleneck"](f)
             yield full(e), full(head["fc"](e))
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         logits, feats = s_out
         return byot_terms(logits, full(feats[-1]), list(self._exits(feats[:-1])), y, self.alpha, self.lam, self.T)
 

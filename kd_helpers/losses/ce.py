@@ -13,5 +13,5 @@ class CrossEntropy(DistillLoss):
         super().__init__(pair)
         self.label_smoothing = label_smoothing
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         return {"ce": F.cross_entropy(s_out[0], y, label_smoothing=self.label_smoothing)}

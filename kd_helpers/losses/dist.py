@@ -34,6 +34,6 @@ class DIST(DistillLoss):
         super().__init__(pair)
         self.beta, self.gamma, self.tau = beta, gamma, tau
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         inter, intra = dist_terms(s_out[0], t_out[0], self.tau)
         return {"ce": F.cross_entropy(s_out[0], y), "inter": self.beta * inter, "intra": self.gamma * intra}

@@ -58,7 +58,7 @@ class DKD(DistillLoss):
     def start_epoch(self, epoch, epochs):
         self.ramp = min((epoch + 1) / self.warmup, 1.0) if self.warmup else 1.0
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         tckd, nckd = dkd_terms(s_out[0], t_out[0], y, self.T)
         return {"ce": F.cross_entropy(s_out[0], y),
                 "tckd": self.ramp * self.alpha * tckd, "nckd": self.ramp * self.beta * nckd}

@@ -22,23 +22,30 @@ class DeepMutualLearning(DistillLoss):
     training loop updates all K together (simultaneous rather than the paper's alternating
     updates: each network's gradient only comes from its own terms because targets are detached).
     No teacher. Each peer is evaluated and recorded as ``peer<i>``. With one peer this is the
-    seed study's DML (``CE + B * KD_Hinton(T=1)`` for each network, ``-A 1 -B 1``).
+    seed study's DML (``CE + B * KD_Hinton(T=1)`` for each network, ``-A 1 -B 1``); ``beta`` is
+    its ``-B``, the weight of every KL term (the paper's is 1, the default).
     """
     reference = "chitraz/KnowledgeDistillationForModelCompression scripts/Utils.py (mode DML, -A 1 -B 1)"
     requires_teacher = False
 
-    def __init__(self, pair=None, peers: int = 1):
+    MAX_PEERS = 8   # each peer is a whole student in memory and in every step
+
+    def __init__(self, pair=None, peers: int = 1, beta: float = 1.0):
         super().__init__(pair)
         if pair is None or pair.make_student is None:
             raise ValueError("dml needs pair.make_student to build its peer networks.")
+        if not 1 <= peers <= self.MAX_PEERS:
+            raise ValueError(f"dml: peers={peers} is outside 1..{self.MAX_PEERS} (each peer is another student "
+                             f"trained in every step; the paper uses 1-4).")
+        self.beta = beta
         self.peers = nn.ModuleList(pair.make_student() for _ in range(peers))
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         logits = [s_out[0]] + [full(peer(x)[0]) for peer in self.peers]
         kl = mutual_kl(logits)
-        terms = {"ce": F.cross_entropy(logits[0], y), "kl": kl[0]}
+        terms = {"ce": F.cross_entropy(logits[0], y), "kl": self.beta * kl[0]}
         terms["peer_ce"] = sum(F.cross_entropy(z, y) for z in logits[1:])
-        terms["peer_kl"] = sum(kl[1:])
+        terms["peer_kl"] = self.beta * sum(kl[1:])
         return terms
 
     def extra_logits(self, x, s_out):

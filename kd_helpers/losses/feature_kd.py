@@ -28,7 +28,7 @@ class FeatureKD(DistillLoss):
         self.connector = connector(pair.s_shapes[s_layer], pair.t_shapes[t_layer])
         self.T, self.alpha, self.beta, self.s_layer, self.t_layer = T, alpha, beta, s_layer, t_layer
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         fs, ft = match_spatial(self.connector(s_out[1][self.s_layer]), t_out[1][self.t_layer])
         return {"ce": self.alpha * F.cross_entropy(s_out[0], y),
                 "feat": self.beta * F.mse_loss(fs, ft),

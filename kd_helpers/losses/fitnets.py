@@ -49,7 +49,7 @@ class FitNets(DistillLoss):
     def epoch_info(self):
         return {"stage": self.stage}
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         hint = lambda: hint_loss(self.regressor(s_out[1][self.guided_layer]), t_out[1][self.hint_layer])
         if self.stage == 1:
             return {"hint": hint()}

@@ -27,6 +27,6 @@ class VanillaKD(DistillLoss):
         super().__init__(pair)
         self.T, self.alpha = T, alpha
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         return {"ce": self.alpha * F.cross_entropy(s_out[0], y),
                 "kd": (1 - self.alpha) * kd_div(s_out[0], t_out[0], self.T)}

@@ -98,7 +98,7 @@ class RKD(DistillLoss):
         super().__init__(pair)
         self.w_d, self.w_a, self.layer, self.angle_chunk = w_d, w_a, layer, angle_chunk
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         s, t = s_out[1][self.layer].flatten(1), t_out[1][self.layer].flatten(1)
         return {"ce": F.cross_entropy(s_out[0], y),
                 "rkd_d": self.w_d * pairwise_distance_loss(s, t),

@@ -65,7 +65,7 @@ class SRDBase(DistillLoss):
     def sr_loss(self, z_sr: torch.Tensor, z_t: torch.Tensor) -> dict:
         raise NotImplementedError
 
-    def forward(self, s_out, t_out, y, x=None):
+    def forward(self, s_out, t_out, y, x=None, idx=None):
         f, f_t = match_spatial(full(self.connector(s_out[1][self.layer])), full(t_out[1][self.layer]))
         if f.shape[2:] != f_t.shape[2:]:   # a smaller student map: the teacher's tail needs its size
             f = F.interpolate(f, size=f_t.shape[2:], mode="nearest")

@@ -1,0 +1,220 @@
+"""Every method tuned with the same budget on validation (Optuna), then retrained on the table's seeds.
+
+One Optuna study per (dataset, variant): the shared training knobs (``presets.SHARED_SPACE``)
+plus the method's own hyper-parameters (``presets.SEARCH_SPACE``), ``presets.TRIALS`` trials
+for every variant of a dataset, the study's literature values first. A trial is a run of the
+store like any other (``RunSpec.trial`` set): it trains on ``presets.TUNING_SEED``, which no
+reported run uses, selects its epoch on validation as every run does, and its objective is the
+selected weights' validation accuracy. It never sees the test set (``experiment.without_test``).
+
+Sampler: TPE (Bergstra et al. 2011), seeded per trial number, the first third of the budget
+random. Pruner: the median rule on the per-epoch validation accuracy after the first quarter of
+the epochs (``fit``'s ``on_epoch``). Storage: Optuna's journal file in the results store
+(``<store>/_tuning/<dataset>/<variant>.journal``), which works on a shared filesystem, so local
+workers and SLURM tasks tune one study together: each takes the next trial under the study's
+lock, trains it under the run's lock, and a trial whose worker died is taken up again and resumes
+from its last epoch checkpoint. With one worker the trials are reproducible; with several, the
+order in which their results arrive changes what TPE proposes next.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+
+from .experiment import RunSpec, lock_path, run, spec_for
+from .lock import Busy, RunLock, held
+from .presets import SEARCH_SPACE, SHARED_SPACE, TUNED, TUNING_SEED, Range, family, tuning_budget, variant
+from .results import dataset_dir, is_finished, load_run, results_root, run_dir
+from .train import NonFiniteLoss
+
+# the methods a family cannot run (notebooks' ``study.STEPS`` say why: AT needs spatial maps)
+NOT_FOR = {"at": ("mlp",)}
+ORPHAN_GRACE_S = 120.0   # a trial asked this long ago whose run nobody holds lost its worker
+
+
+def variants(dataset: str) -> list[str]:
+    """The variants ``dataset``'s tuning compares (``presets.TUNED`` that its family can run)."""
+    return [v for v in TUNED if family(dataset) not in NOT_FOR.get(variant(v).method, ())]
+
+
+def space(name: str) -> dict[str, Range]:
+    """Variant ``name``'s search space: the shared knobs, then its method's own."""
+    return {**SHARED_SPACE, **SEARCH_SPACE[variant(name).method]}
+
+
+def literature(name: str, dataset: str, profile: str) -> dict:
+    """The values the as-published study trained ``name`` with."""
+    spec = spec_for(name, dataset, profile)
+    return {k: getattr(spec.train, k) if k in SHARED_SPACE else spec.loss[k] for k in space(name)}
+
+
+def first_trial(name: str, dataset: str, profile: str) -> dict:
+    """Trial 0 of every study: the as-published values, each brought into its range. Only a 0
+    outside a log range moves (to the range's floor): the protocol's weight decay 0 becomes 1e-6,
+    FitNets' stage-2 hint weight 0 becomes 0.5."""
+    return {k: min(max(v, space(name)[k].low), space(name)[k].high) for k, v in literature(name, dataset, profile).items()}
+
+
+def journal_path(root, dataset: str, name: str) -> Path:
+    return Path(root) / "_tuning" / dataset_dir(".", dataset).name / f"{name}.journal"
+
+
+def _study_lock(root, dataset: str, name: str) -> RunLock:
+    """Held while a worker settles, takes up or asks for a trial (Optuna's journal lock guards
+    single writes; taking the next trial is a read and a write)."""
+    path = journal_path(root, dataset, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return RunLock(path.with_name(f"{name}.study.lock"))   # not ".journal.lock": Optuna's own lock file
+
+
+def _split(params: dict) -> tuple[dict, dict]:
+    """(loss hyper-parameters, TrainConfig overrides) of a trial's parameters."""
+    return ({k: v for k, v in params.items() if k not in SHARED_SPACE},
+            {k: v for k, v in params.items() if k in SHARED_SPACE})
+
+
+def trial_spec(name: str, dataset: str, profile: str, number: int, params: dict) -> RunSpec:
+    loss, train = _split(params)
+    spec = spec_for(name, dataset, profile, TUNING_SEED, loss=loss, test_curve=False, **train)
+    return replace(spec, run=f"tune_{name}__trial={number:03d}", trial={"study": f"{dataset}/{name}", "number": number})
+
+
+def tuned_spec(name: str, dataset: str, profile: str, seed: int, params: dict) -> RunSpec:
+    """``name`` retrained on reported seed ``seed`` with its study's best parameters."""
+    if seed == TUNING_SEED:
+        raise ValueError(f"Seed {TUNING_SEED} is the tuning seed: a tuned configuration is reported on other seeds.")
+    loss, train = _split(params)
+    return replace(spec_for(name, dataset, profile, seed, loss=loss, **train), run=f"tuned_{name}")
+
+
+def _sampler(study: str, n_trials: int, number: int) -> optuna.samplers.BaseSampler:
+    # a fresh sampler per trial, seeded by the study's name and the trial's number: a worker
+    # process cannot keep one random stream across trials that other processes ask for, and two
+    # studies must not draw the same values
+    seed = zlib.crc32(f"{study}#{number}".encode())
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, n_trials // 3))
+
+
+def _pruner(n_trials: int, epochs: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=max(2, n_trials // 4), n_warmup_steps=max(1, epochs // 4))
+
+
+def open_study(root, dataset: str, name: str, profile: str, number: int = 0) -> optuna.Study:
+    """The (dataset, variant) study in the store, created on first use."""
+    path = journal_path(root, dataset, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    n = tuning_budget(dataset, profile)[0]
+    epochs = spec_for(name, dataset, profile).train.epochs
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=storage, study_name=f"{dataset}/{name}", direction="maximize",
+                               load_if_exists=True, sampler=_sampler(f"{dataset}/{name}", n, number), pruner=_pruner(n, epochs))
+
+
+def load_study(root, dataset: str, name: str) -> optuna.Study | None:
+    """A study as stored (None if it was never started), for reading."""
+    path = journal_path(root, dataset, name)
+    if not path.exists():
+        return None
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=f"{dataset}/{name}", storage=storage)
+
+
+_DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def finished(root, dataset: str, name: str, profile: str) -> bool:
+    """Whether the study has its whole budget of trials told (complete, pruned or failed)."""
+    study = load_study(root, dataset, name)
+    n = tuning_budget(dataset, profile)[0]
+    return study is not None and sum(t.state in _DONE for t in study.get_trials(deepcopy=False)) >= n
+
+
+def best_params(root, dataset: str, name: str, profile: str) -> dict | None:
+    """The best complete trial's parameters once the study is finished, else None."""
+    if not finished(root, dataset, name, profile):
+        return None
+    return dict(load_study(root, dataset, name).best_trial.params)
+
+
+def _tell_from_run(study: optuna.Study, t: optuna.trial.FrozenTrial, out: Path) -> None:
+    """Tell the journal what the trial's finished run recorded (its worker may have died between)."""
+    m = load_run(out, verify=False)["metrics"]
+    if m.get("stopped_early"):
+        study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(t.number, m["val_acc"])
+
+
+def _next(root, dataset, name, profile, n) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:
+    """Under the study's lock: settle trials whose run finished, take up a trial whose worker
+    died, or ask for a new one while the budget lasts; None when nothing is left to train here."""
+    with _study_lock(root, dataset, name):
+        trials = (study := open_study(root, dataset, name, profile)).get_trials(deepcopy=False)
+        if not trials:
+            study.enqueue_trial(first_trial(name, dataset, profile))   # trial 0: the as-published values
+            trials = study.get_trials(deepcopy=False)
+        now = time.time()
+        for t in trials:
+            if t.state != optuna.trial.TrialState.RUNNING:
+                continue
+            out = run_dir(root, dataset, f"tune_{name}__trial={t.number:03d}", TUNING_SEED)
+            if is_finished(out):
+                _tell_from_run(study, t, out)
+            elif not held(lock_path(out)) and now - t.datetime_start.timestamp() > ORPHAN_GRACE_S:
+                return study, t
+        if len(trials) >= n and not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+            return None
+        study = open_study(root, dataset, name, profile, number=len(trials))
+        trial = study.ask({k: _distribution(r) for k, r in space(name).items()})
+        return study, study.get_trials(deepcopy=False)[trial.number]
+
+
+def _distribution(r: Range) -> optuna.distributions.BaseDistribution:
+    if r.integer:
+        return optuna.distributions.IntDistribution(int(r.low), int(r.high), log=r.log)
+    return optuna.distributions.FloatDistribution(r.low, r.high, log=r.log)
+
+
+def tune(dataset: str, name: str, profile: str = "quick", results_dir=None, data_dir=None, *,
+         progress: bool = False) -> optuna.Study:
+    """Run trials of the (dataset, variant) study until its budget is spent; other workers may
+    run trials of the same study at the same time. Returns the study."""
+    root = results_root(results_dir, profile)
+    n = tuning_budget(dataset, profile)[0]
+    while (picked := _next(root, dataset, name, profile, n)) is not None:
+        study, t = picked
+        spec = trial_spec(name, dataset, profile, t.number, t.params)
+        trial = optuna.Trial(study, t._trial_id)
+
+        def report(row, trial=trial):
+            trial.report(row["val_acc"], row["epoch"])
+            return trial.should_prune()
+        try:
+            r = run(spec, results_dir, data_dir, profile=profile, progress=progress, wait=False, on_epoch=report)
+        except Busy:
+            continue             # another worker took this trial up first
+        except NonFiniteLoss as e:   # a diverging configuration is a result of the search, not a crash
+            with _study_lock(root, dataset, name):
+                trial.set_user_attr("failed", str(e).splitlines()[0][:300])
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            continue
+        with _study_lock(root, dataset, name):
+            if study.get_trials(deepcopy=False)[t.number].state == optuna.trial.TrialState.RUNNING:
+                _tell_from_run(study, t, r["dir"])
+    return load_study(root, dataset, name)
+
+
+def trials_table(root, dataset: str, name: str):
+    """One row per trial: number, state, objective, epochs trained, parameters."""
+    import pandas as pd
+    study = load_study(root, dataset, name)
+    if study is None:
+        return pd.DataFrame()
+    return study.trials_dataframe(attrs=("number", "state", "value", "params"))
+
