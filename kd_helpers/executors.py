@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -49,6 +50,7 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
                 if held(lock_path(dep)) or any(j.dir(results_dir) == dep for j in pending):
                     continue   # its teacher is being trained (or is still to come here)
                 failed[job.label] = f"its teacher {dep} is not finished and no one is training it (it failed?)"
+                print(f"FAILED {job.label}: {failed[job.label]}", file=sys.stderr, flush=True)
             elif not job.finished(results_dir):
                 try:
                     job(results_dir, data_dir, progress=False, wait=False)
@@ -56,6 +58,8 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
                     continue
                 except Exception:  # noqa: BLE001 - one failed run must not stop the others; reported
                     failed[job.label] = traceback.format_exc()
+                    # the worker's log (<job>_log.err) keeps the whole traceback
+                    print(f"FAILED {job.label}:\n{failed[job.label]}", file=sys.stderr, flush=True)
             pending.remove(job)
             progressed = True
         if pending and not progressed:
@@ -127,18 +131,19 @@ def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=Non
     else:
         futures = ex.map_array(RunTask(), todo, [results_dir] * len(todo), [data_dir] * len(todo))
     failed: dict[str, str] = {}
+    why: dict[str, str] = {}    # run -> the last line of its error
     last, shown = 0.0, None
     while True:
         done = [f for f in futures if f.done()]
         for f in done:
             try:
                 out = f.result()
-                for key in (out if isinstance(out, dict) else {}):
-                    failed[key] = str(f.paths.stderr)
-            except Exception:  # noqa: BLE001 - a crashed job: its runs are whatever is not finished
+                for key, error in (out if isinstance(out, dict) else {}).items():
+                    failed[key], why[key] = str(f.paths.stderr), last_line(error)
+            except Exception as e:  # noqa: BLE001 - a crashed job: its runs are whatever is not finished
                 idx = futures.index(f)
                 key = todo[idx].label if kind == "slurm" else f"worker {idx}"
-                failed[key] = str(f.paths.stderr)
+                failed[key], why[key] = str(f.paths.stderr), last_line(str(e))
         if len(done) == len(futures) or time.monotonic() - last >= every_s:
             c = counts(todo, results_dir, set(failed))
             if c != shown or time.monotonic() - last >= 20 * every_s:   # a line per change
@@ -148,28 +153,15 @@ def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=Non
             break
         time.sleep(1.0)
     for key, path in failed.items():
-        log(f"  FAILED {key}: log {path}")
+        log(f"  FAILED {key}: {why.get(key, '?')} (log {path})")
     return failed
 
 
-def run_plan(plan_level: Callable[[int], list[Job]], kind: str, n: int, results_dir=None, data_dir=None,
-             folder=None, slurm: dict | None = None, log=print) -> dict:
-    """Train every level of the plan in turn (``plan_level(level)`` is asked again for each
-    level: pruning runs exist only once the students are trained); return the failures."""
-    if kind == "local":   # one set of workers walks every level (no process start per level)
-        todo = [j for level in LEVELS for j in plan_level(level) if not j.finished(results_dir)]
-        if not todo:
-            return {}
-        log(f"{len(todo)} runs planned (pruning runs are added once the students are trained) on {n} local workers")
-        return run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log, plan_level=plan_level)
-    failed = {}
-    for level in LEVELS:
-        todo = [j for j in plan_level(level) if not j.finished(results_dir)]
-        if not todo:
-            continue
-        log(f"level {level}: {len(todo)} runs as a SLURM array ({n} at once)")
-        failed |= run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log)
-        if failed:
-            log("stopping: later levels depend on the failed runs")
-            break
-    return failed
+def last_line(error: str) -> str:
+    """What went wrong, from a traceback: the first line of its final exception (a message's
+    later lines are in the log), or a plain message's first line."""
+    lines = str(error).rstrip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    rest = lines[frames[-1] + 1:] if frames else lines
+    message = [line for line in rest if line.strip() and not line.startswith(" ")]
+    return (message or [line.strip() for line in rest if line.strip()] or ["no message"])[0][:300]
