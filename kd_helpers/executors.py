@@ -165,3 +165,26 @@ def last_line(error: str) -> str:
     rest = lines[frames[-1] + 1:] if frames else lines
     message = [line for line in rest if line.strip() and not line.startswith(" ")]
     return (message or [line.strip() for line in rest if line.strip()] or ["no message"])[0][:300]
+
+
+def run_plan(plan_level: Callable[[int], list[Job]], kind: str, n: int, results_dir=None, data_dir=None,
+             folder=None, slurm: dict | None = None, log=print) -> dict:
+    """Train every level of the plan in turn (``plan_level(level)`` is asked again for each
+    level: pruning runs exist only once the students are trained); return the failures."""
+    if kind == "local":   # one set of workers walks every level (no process start per level)
+        todo = [j for level in LEVELS for j in plan_level(level) if not j.finished(results_dir)]
+        if not todo:
+            return {}
+        log(f"{len(todo)} runs planned (pruning runs are added once the students are trained) on {n} local workers")
+        return run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log, plan_level=plan_level)
+    failed = {}
+    for level in LEVELS:
+        todo = [j for j in plan_level(level) if not j.finished(results_dir)]
+        if not todo:
+            continue
+        log(f"level {level}: {len(todo)} runs as a SLURM array ({n} at once)")
+        failed |= run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log)
+        if failed:
+            log("stopping: later levels depend on the failed runs")
+            break
+    return failed
