@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import (MANIFEST, finished_runs, load_predictions, read_json, results_root, verify_run, write_manifest,
-                      write_npz)
-from .util import REPO_ROOT
+from .results import (MANIFEST, RUN_FILES, check_run, finished_runs, load_predictions, read_json, results_root,
+                      verify_run, write_manifest, write_npz)
+from .util import REPO_ROOT, atomic_write_bytes
 
 KEEP = ("config.json", "env.json", "metrics.json", "history.csv")
 OPTIONAL = ("train.log",)
@@ -42,22 +42,55 @@ def compact_logits(z: np.ndarray) -> np.ndarray:
 
 
 def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
-    """Copy one finished run in compact form (skipped if already published from the same files)."""
+    """Copy one finished run in compact form (skipped if already published, intact, from the
+    same files). A tuning trial keeps no predictions: its validation logits serve no table."""
     verify_run(src)   # a damaged run is never published
     manifest = read_json(src / MANIFEST)
     if ((dst / MANIFEST).exists() and read_json(dst / MANIFEST).get("published_from") == manifest
-            and read_json(dst / MANIFEST).get("format") == FORMAT and (dst / "model.pt").exists() == keep_weights):
+            and read_json(dst / MANIFEST).get("format") == FORMAT and (dst / "model.pt").exists() == keep_weights
+            and not check_run(dst)):
         return
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
+    trial = bool(read_json(src / "config.json").get("trial"))
+    tmp = dst.with_name(f".{dst.name}.publishing")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
     for f in KEEP + OPTIONAL + (("model.pt",) if keep_weights else ()):
         if (src / f).exists():
-            shutil.copyfile(src / f, dst / f)
-    arrays = load_predictions(src)
-    write_npz(dst / "predictions.npz", {k: compact_logits(v) if k == "logits" or k.startswith("extra_") else v
-                                        for k, v in arrays.items()})
-    write_manifest(dst, published_from=manifest, format=FORMAT)
+            shutil.copyfile(src / f, tmp / f)
+    if not trial:
+        arrays = load_predictions(src)
+        write_npz(tmp / "predictions.npz", {k: compact_logits(v) if k == "logits" or k.startswith("extra_") else v
+                                            for k, v in arrays.items()})
+    write_manifest(tmp, published_from=manifest, format=FORMAT, **({"omitted": ["predictions.npz"]} if trial else {}))
+    _replace(tmp, dst)
+
+
+def _replace(tmp: Path, dst: Path) -> None:
+    """Put a completely written run directory in place (a kill leaves the old one or the new one)."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        dst.rename(old)
+        tmp.rename(dst)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(dst)
+
+
+def copy_journals(src_root: Path, dst_root: Path, replace: bool) -> list[Path]:
+    """The tuning studies' Optuna journals (``_tuning/<dataset>/<variant>.journal``); ``replace``:
+    overwrite the destination's (publishing), else only add the ones it lacks (restoring)."""
+    out = []
+    for src in sorted(Path(src_root).glob("_tuning/*/*.journal")):
+        dst = Path(dst_root) / src.relative_to(src_root)
+        if dst.exists() and (not replace or dst.read_bytes() == src.read_bytes()):
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(dst, src.read_bytes())
+        out.append(dst)
+    return out
 
 
 def distilled_from(root: Path) -> set[Path]:
@@ -75,27 +108,35 @@ def distilled_from(root: Path) -> set[Path]:
 
 
 def publish(results_dir, to) -> list[Path]:
-    """Publish every finished run of ``results_dir`` into ``to``; return the published directories."""
+    """Publish every finished run of ``results_dir`` into ``to``, and its tuning journals; return
+    the published run directories."""
     src_root, dst_root, out = Path(results_dir), Path(to), []
     teachers = distilled_from(src_root)
     for src in finished_runs(src_root):
         dst = dst_root / src.relative_to(src_root)
         publish_run(src, dst, keep_weights=src in teachers)
         out.append(dst)
+    copy_journals(src_root, dst_root, replace=True)
     return out
 
 
 def restore(store, results_dir) -> list[Path]:
-    """Copy the published runs that ``results_dir`` lacks into it, so a fresh clone continues the
-    study (new seeds, datasets or pairs) on top of them instead of retraining them."""
+    """Copy the published runs that ``results_dir`` lacks into it (each checked first, copied
+    whole or not at all), and the tuning journals it lacks, so a fresh clone continues the study
+    (new seeds, datasets, pairs or trials) on top of them instead of retraining them."""
     src_root, dst_root, out = Path(store), Path(results_dir), []
     for src in finished_runs(src_root):
         dst = dst_root / src.relative_to(src_root)
-        if not (dst / MANIFEST).exists():
-            if dst.exists():
-                shutil.rmtree(dst)   # an unfinished attempt: the published run replaces it
-            shutil.copytree(src, dst)
-            out.append(dst)
+        if (dst / MANIFEST).exists() and not check_run(dst):
+            continue
+        verify_run(src, [f for f in RUN_FILES if (src / f).exists()])   # a damaged published run is named
+        tmp = dst.with_name(f".{dst.name}.restoring")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp)
+        _replace(tmp, dst)   # an unfinished attempt (or a damaged copy) is replaced by the published run
+        out.append(dst)
+    copy_journals(src_root, dst_root, replace=False)
     return out
 
 

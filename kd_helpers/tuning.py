@@ -218,3 +218,18 @@ def trials_table(root, dataset: str, name: str):
         return pd.DataFrame()
     return study.trials_dataframe(attrs=("number", "state", "value", "params"))
 
+
+
+def space_table(dataset: str, profile: str):
+    """The search spaces of ``dataset``'s tuning: the shared knobs once, then each variant's own
+    hyper-parameters; range, scale, the as-published value, trial 0's value and the range's source."""
+    import pandas as pd
+    rows = []
+    for name in variants(dataset):
+        lit, first = literature(name, dataset, profile), first_trial(name, dataset, profile)
+        own = SEARCH_SPACE[variant(name).method]
+        for k, r in (space(name) if name == "baseline" else own).items():
+            rows.append({"variant": "every variant" if k in SHARED_SPACE else name, "parameter": k, "low": r.low,
+                         "high": r.high, "scale": "log" if r.log else "integer" if r.integer else "linear",
+                         "as published": lit[k], "trial 0": first[k], "source": r.source})
+    return pd.DataFrame(rows).set_index(["variant", "parameter"])

@@ -257,3 +257,12 @@ def test_pruning_runs_on_every_seed_of_the_study_unless_told_otherwise():
     ns = {**plan.declared("20_pruning"), "seeds": [1, 2]}   # what the notebook sees after papermill's cell
     assert check_parameters(ns, "20_pruning")["prune_seeds"] == [1, 2]
     assert check_parameters({**ns, "prune_seeds": [0]}, "20_pruning")["prune_seeds"] == [0]
+
+
+def test_a_failed_run_is_reported_with_what_went_wrong():
+    from kd_helpers.executors import last_line
+    tb = ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n    f()\n'
+          "kd_helpers.data.DatasetNotFoundError: Dataset 'MNIST' not found and could not be downloaded.\n"
+          "  Looked in: data/MNIST\n  Fix: point KD_DATA_DIR at it")
+    assert last_line(tb) == "kd_helpers.data.DatasetNotFoundError: Dataset 'MNIST' not found and could not be downloaded."
+    assert last_line("its teacher t is not finished") == "its teacher t is not finished"

@@ -168,6 +168,43 @@ def test_a_damaged_checkpoint_starts_over(tmp_path, uninterrupted):
     same_run(r, uninterrupted)
 
 
+def test_a_bit_flipped_in_a_checkpoint_is_caught_before_resuming(tmp_path, uninterrupted):
+    kill_at(tmp_path, epochs_done(2))
+    ckpt = run_dir(tmp_path, "mnist5k", "baseline", 0) / "checkpoint.pt"
+    b = bytearray(ckpt.read_bytes())
+    b[len(b) // 2] ^= 0x01      # inside the weights: torch.load would read it without complaint
+    ckpt.write_bytes(bytes(b))
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    with pytest.warns(UserWarning, match="checkpoint.pt is damaged .*sha256.*starts over"):
+        r = distill("baseline", "mnist5k", "quick", results_dir=tmp_path, progress=False, **TRAIN)[0]
+    same_run(r, uninterrupted)
+
+
+def test_a_checkpoint_and_its_checksum_from_consecutive_epochs_still_resume(tmp_path):
+    from kd_helpers.train import read_checkpoint, save_checkpoint
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"epoch": 0}, path)
+    old = path.read_bytes()
+    save_checkpoint({"epoch": 1}, path)
+    path.write_bytes(old)    # killed after the checksum file of epoch 2 was written, before its checkpoint
+    assert read_checkpoint(path) == {"epoch": 0}
+
+
+def test_a_split_that_leaves_nothing_to_train_on_is_named(tmp_path):
+    image_tree(tmp_path, ["cat", "dog"], ["cat", "dog"])     # 4 training images
+    with pytest.raises(ValueError, match="has 4 training images, and the validation split takes 64.*larger tree"):
+        load_dataset(f"imagefolder:{tmp_path}", config=experiment.DataConfig(val_size=64))
+
+
+def test_dml_peers_are_bounded():
+    from kd_helpers.losses import build_loss
+    from kd_helpers.losses.base import Pair
+    with pytest.raises(ValueError, match="peers=1000000000 is outside 1..8"):
+        build_loss("dml", Pair(4, [(8,)], make_student=lambda: torch.nn.Linear(2, 2)), peers=1_000_000_000)
+    with pytest.raises(ParameterError, match="peers must be a number in \\[1, 8\\]"):
+        check_parameters({**declared("08_dml"), "peers": 1_000_000_000}, "08_dml")
+
+
 def test_a_damaged_teacher_cache_is_recomputed(tmp_path):
     from kd_helpers.models import create_model
     data = tiny_dataset()

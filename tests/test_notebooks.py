@@ -4,10 +4,11 @@ import json
 import nbformat
 import pytest
 
-from kd_helpers import plan
+from kd_helpers import plan, tuning
 from kd_helpers.experiment import distill, train_teacher
 from kd_helpers.losses import LOSSES
-from kd_helpers.presets import variant
+from kd_helpers.presets import tuning_budget, variant
+from kd_helpers.results import load_results
 from kd_helpers.study import NOTEBOOK_DIR, STEPS, NotebookFailed, execute, record_timings, run_study
 from conftest import needs_cifar, shared_data_dir
 
@@ -118,6 +119,23 @@ def test_notebook_smoke_mnist5k(name, tmp_path, store):
         check_ablation(nb, "mnist5k")   # the MLP baseline is well above chance after one smoke epoch
     if name == "20_pruning":
         check_pruning_verdicts(nb)
+    if name == "14_tuning":
+        check_tuning(nb, store)
+
+
+def check_tuning(nb, store):
+    """Every variant's study spent the smoke budget; each best configuration was retrained on the
+    tuned seed; the recorded numbers are the store's."""
+    found = [o.metadata["kd_tuning"] for c in nb.cells for o in c.get("outputs", []) if "kd_tuning" in o.get("metadata", {})]
+    assert found, "14_tuning recorded no summary"
+    rec = found[-1]
+    n_trials, n_seeds = tuning_budget("mnist5k", "smoke")
+    assert rec["trials"] == {v: n_trials for v in tuning.variants("mnist5k")}
+    assert rec["tuned_seeds"] == {v: n_seeds for v in tuning.variants("mnist5k")}
+    assert all(0 < acc <= 100 for acc in rec["best_val"].values())
+    df = load_results(store, "smoke")
+    for v, acc in rec["tuned_acc"].items():
+        assert 100 * df[df.run == f"tuned_{v}"].test_acc.mean() == pytest.approx(acc)
 
 
 @needs_cifar

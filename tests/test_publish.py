@@ -80,6 +80,21 @@ def test_republishing_is_idempotent_and_a_damaged_run_is_not_published(store, tm
         publish(copy, tmp_path / "other")
 
 
+def test_republishing_repairs_a_damaged_published_run_and_restore_names_one(store, tmp_path):
+    from kd_helpers.publish import restore
+    out = tmp_path / "pub"
+    publish(store, out)
+    npz = run_dir(out, "mnist5k", "kd", 0) / "predictions.npz"
+    good = npz.read_bytes()
+    npz.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DamagedRun, match="predictions.npz"):
+        restore(out, tmp_path / "fresh")
+    publish(store, out)                      # the destination is checked, not only its manifest's origin
+    assert npz.read_bytes() == good
+    assert len(restore(out, tmp_path / "fresh")) == len(list(out.glob("*/*/seed_*")))
+    assert not list((tmp_path / "fresh").rglob(".*.restoring"))
+
+
 def test_restore_continues_a_study_on_a_fresh_clone_without_retraining(store, tmp_path, monkeypatch):
     """Published runs copied back into an empty results dir: students are reused, new seeds train
     against the published teacher, and a published student can be a pruning source."""

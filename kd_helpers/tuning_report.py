@@ -1,0 +1,185 @@
+"""What the tuning found (notebook 14_tuning, the report): read from the store only, the Optuna
+journals (``<store>/_tuning/<dataset>/<variant>.journal``) and the finished runs.
+
+The tuned rows are ``tuned_<variant>`` (the best trial's configuration retrained on the tuned
+seeds), the as-published rows ``<variant>`` (notebooks 02-13). Each method is compared with the
+no-KD baseline of its own network under the same protocol: tuned with tuned, as published with
+as published (``findings.versus_baselines``: the seed-and-image test, Holm within a block).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+
+from . import findings
+from .plots import save
+from .results import dataset_dir, load_results, results_root
+
+TUNED = "tuned_"
+_DONE = {"COMPLETE", "PRUNED", "FAIL"}
+
+
+def journals(root, dataset: str) -> dict[str, Path]:
+    """variant -> its study's journal, in the order the studies were started."""
+    files = (Path(root) / "_tuning" / dataset_dir(".", dataset).name).glob("*.journal")
+    return {f.stem: f for f in sorted(files, key=lambda f: f.stat().st_mtime)}
+
+
+def studies(root, dataset: str) -> dict[str, optuna.Study]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = {}
+    for name, path in journals(root, dataset).items():
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        out[name] = optuna.load_study(study_name=f"{dataset}/{name}", storage=storage)
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def trials_summary(dataset: str, profile: str = "quick", results_dir=None) -> pd.DataFrame:
+    """Per variant: trials told by state, epochs trained (pruning's saving), the best validation
+    accuracy against trial 0's (the as-published configuration) and the best values."""
+    rows = []
+    for name, study in studies(results_root(results_dir, profile), dataset).items():
+        trials = study.get_trials(deepcopy=False)
+        states = pd.Series([t.state.name for t in trials]).value_counts()
+        complete = [t for t in trials if t.state.name == "COMPLETE"]
+        first = trials[0] if trials and trials[0].state.name == "COMPLETE" else None
+        best = max(complete, key=lambda t: t.value) if complete else None
+        rows.append({"variant": name, "trials": int(sum(states.get(s, 0) for s in _DONE)),
+                     "complete": int(states.get("COMPLETE", 0)), "pruned": int(states.get("PRUNED", 0)),
+                     "failed": int(states.get("FAIL", 0)), "running": int(states.get("RUNNING", 0)),
+                     "epochs": int(sum(len(t.intermediate_values) for t in trials)),
+                     "val trial 0 %": 100 * first.value if first else np.nan,
+                     "val best %": 100 * best.value if best else np.nan,
+                     "best trial": best.number if best else None,
+                     "best values": ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) if best else ""})
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        out["gain on val (pts)"] = out["val best %"] - out["val trial 0 %"]
+    return out.set_index("variant") if not out.empty else out
+
+
+def history_figure(dataset: str, profile: str = "quick", results_dir=None, figure: str | None = None) -> None:
+    """Every variant's optimisation history in one axes (``optuna.visualization.matplotlib``)."""
+    found = studies(results_root(results_dir, profile), dataset)
+    told = [s for s in found.values() if any(t.state.name == "COMPLETE" for t in s.get_trials(deepcopy=False))]
+    if not told:
+        print("No finished trials yet.")
+        return
+    with warnings.catch_warnings():   # "experimental" since Optuna 2.2: a note for developers, not readers
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_optimization_history(told, target_name="validation accuracy")
+    ax.figure.set_size_inches(10, 5)
+    ax.set_title(f"{dataset}: validation accuracy of each trial, and the best so far, per variant")
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    if figure:
+        save(ax.figure, figure, profile)
+
+
+def importances(dataset: str, profile: str = "quick", results_dir=None) -> pd.DataFrame:
+    """Each variant's hyper-parameter importances (Optuna's fANOVA evaluator, over its complete
+    trials; a variant with fewer than 3 is left out)."""
+    rows = {}
+    for name, study in studies(results_root(results_dir, profile), dataset).items():
+        if sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) < 3:
+            continue
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        rows[name] = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return pd.DataFrame(rows).T
+
+
+def importance_figure(dataset: str, profile: str = "quick", results_dir=None, figure: str | None = None) -> None:
+    """A heat map of ``importances``: which knobs the validation accuracy depended on."""
+    imp = importances(dataset, profile, results_dir)
+    if imp.empty:
+        print("Too few finished trials for importances yet.")
+        return
+    import seaborn as sns
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * imp.shape[1], 0.9 + 0.35 * len(imp)))
+    sns.heatmap(imp, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax)
+    ax.set_title(f"{dataset}: share of the validation accuracy's variance per hyper-parameter (fANOVA)")
+    ax.set_xlabel("")
+    if figure:
+        save(fig, figure, profile)
+
+
+def _against_tuned(df: pd.DataFrame, run: str) -> str | None:
+    """A tuned run's baseline: the tuned no-KD run of the same network."""
+    base = findings.baseline_for(df.assign(run=df.run.str.removeprefix(TUNED)), run.removeprefix(TUNED))
+    return None if base is None else TUNED + base
+
+
+def tuned_vs_published(dataset: str, profile: str = "quick", results_dir=None, seeds=None,
+                       tuned_seeds=None, alpha: float = 0.05) -> pd.DataFrame:
+    """Per method: the tuned row (tuned seeds) and the as-published row (``seeds``), each with its
+    accuracy, its difference to its own baseline, the verdict, and what tuning changed."""
+    df = load_results(results_dir, profile)
+    df = df[df.dataset == dataset]
+    tuned_names = sorted(r for r in df.run.unique() if r.startswith(TUNED))
+    tuned = df[df.run.isin(tuned_names) & (df.seed.isin(tuned_seeds) if tuned_seeds else True)]
+    if tuned.empty:
+        return pd.DataFrame()
+    findings.one_training_code(tuned, f"{dataset}'s tuned table")
+    variants = [r.removeprefix(TUNED) for r in tuned_names]
+    published = df[df.run.isin(variants) & (df.seed.isin(seeds) if seeds else True)]
+    blocks = {"tuned": findings.versus_baselines(tuned, tuned_names, alpha, against=_against_tuned),
+              "as published": findings.versus_baselines(published, variants, alpha)}
+    acc = {"tuned": findings.accuracy_summary(tuned), "as published": findings.accuracy_summary(published)}
+    rows = []
+    for v in variants:
+        row = {"variant": v}
+        for label, run in (("tuned", TUNED + v), ("as published", v)):
+            a = acc[label]
+            a = a[a.run == run] if len(a) else a
+            vs = blocks[label]
+            vs = vs[vs.run == run] if not vs.empty else vs
+            row[f"{label} seeds"] = int(a.n.iloc[0]) if len(a) else 0
+            row[f"{label} acc %"] = 100 * a["mean"].iloc[0] if len(a) else np.nan
+            row[f"{label} vs baseline"] = findings.verdict_cell(vs.iloc[0]) if len(vs) else ""
+        row["tuning changed (pts)"] = row["tuned acc %"] - row["as published acc %"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def interpretation(trials: pd.DataFrame, comparison: pd.DataFrame, dataset: str) -> str:
+    """A generated reading of the tables above (nothing typed by hand)."""
+    if trials.empty:
+        return f"No tuning has run on {dataset} yet."
+    done = trials[trials.trials >= trials.trials.max()]
+    out = [f"**{dataset}**: {len(trials)} variants tuned, {int(trials.trials.sum())} trials told "
+           f"({int(trials.pruned.sum())} stopped by the pruner, {int(trials.failed.sum())} failed)."]
+    gains = trials["gain on val (pts)"].dropna()
+    if len(gains):
+        top = gains.idxmax()
+        out.append(f"On validation, tuning gained {gains.median():+.2f} points (median over variants) over the "
+                   f"as-published configuration; most for `{top}` ({gains[top]:+.2f}).")
+    if len(done) < len(trials):
+        out.append(f"{len(trials) - len(done)} studies have not used their whole budget yet.")
+    if not comparison.empty:
+        better = [v for v in comparison.index if str(comparison.loc[v, "tuned vs baseline"]).startswith("better")]
+        worse = [v for v in comparison.index if str(comparison.loc[v, "tuned vs baseline"]).startswith("worse")]
+        out.append(f"Tuned against tuned, by the seed-and-image test: better than its baseline "
+                   f"{', '.join(f'`{v}`' for v in better) or 'none'}; worse {', '.join(f'`{v}`' for v in worse) or 'none'}.")
+    return " ".join(out)
+
+
+def show_interpretation(trials: pd.DataFrame, comparison: pd.DataFrame, dataset: str) -> dict:
+    """Display ``interpretation`` with what it rests on recorded in the output's metadata
+    (``kd_tuning``: what the notebook tests assert); return that record."""
+    from IPython.display import Markdown, display
+    record = {"dataset": dataset,
+              "trials": {v: int(n) for v, n in trials.trials.items()} if not trials.empty else {},
+              "pruned": {v: int(n) for v, n in trials.pruned.items()} if not trials.empty else {},
+              "best_val": {v: float(x) for v, x in trials["val best %"].items()} if not trials.empty else {},
+              "tuned_seeds": {v: int(n) for v, n in comparison["tuned seeds"].items()} if not comparison.empty else {},
+              "tuned_acc": {v: float(x) for v, x in comparison["tuned acc %"].items()} if not comparison.empty else {}}
+    display(Markdown(f"### What this shows\n{interpretation(trials, comparison, dataset)}"), metadata={"kd_tuning": record})
+    return record

@@ -1,0 +1,113 @@
+"""Tuning (kd_helpers.tuning): the same budget per variant, trial 0 = the as-published values,
+the test set never read, pruning through fit's on_epoch, a dead worker's trial taken up again,
+tuned runs on reported seeds only, and the journals travelling with the published store."""
+from dataclasses import replace
+
+import optuna
+import pytest
+
+from kd_helpers import plan, publish, tuning, tuning_report
+from kd_helpers.data import Dataset
+from kd_helpers.experiment import train_teacher
+from kd_helpers.presets import SEARCH_SPACE, SHARED_SPACE, TUNED, TUNING_SEED, tuning_budget
+from kd_helpers.results import check_run, finished_runs, load_results, read_json, run_dir
+
+DS, PROFILE = "mnist5k", "smoke"
+
+
+@pytest.fixture()
+def store(tmp_path):
+    train_teacher(DS, PROFILE, results_dir=tmp_path, progress=False)
+    return tmp_path
+
+
+def test_every_range_holds_its_literature_value_or_moves_only_a_zero():
+    for name in TUNED:
+        for ds in ("mnist", "cifar10"):
+            if name in tuning.variants(ds):
+                lit, first = tuning.literature(name, ds, "paper"), tuning.first_trial(name, ds, "paper")
+                moved = {k for k in lit if lit[k] != first[k]}
+                assert all(lit[k] == 0 for k in moved), (name, ds, moved)
+    assert {m for m in SEARCH_SPACE} >= {tuning.variant(v).method for v in TUNED}
+    assert tuning_budget("mnist", "paper") == (20, 10) and tuning_budget("cifar10", "paper") == (12, 8)
+    assert "at" not in tuning.variants("mnist") and "at" in tuning.variants("cifar10")
+
+
+def test_a_study_spends_its_budget_starting_from_the_published_values(store, monkeypatch):
+    seen = []
+    batches = Dataset.batches
+
+    def spy(self, split="train", *a, **k):
+        seen.append((split, len(self.y[split])))
+        return batches(self, split, *a, **k)
+    monkeypatch.setattr(Dataset, "batches", spy)
+    study = tuning.tune(DS, "kd", PROFILE, store)
+    trials = study.get_trials()
+    n = tuning_budget(DS, PROFILE)[0]
+    assert len(trials) == n and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert trials[0].params == tuning.first_trial("kd", DS, PROFILE)
+    assert set(trials[0].params) == set(SHARED_SPACE) | set(SEARCH_SPACE["kd"])
+    # the test split of a trial's data is empty and never iterated
+    assert seen and all(n_images == 0 for split, n_images in seen if split == "test")
+    assert not [s for s, n_images in seen if s == "test" and n_images]
+    for t in trials:
+        d = run_dir(store, DS, f"tune_kd__trial={t.number:03d}", TUNING_SEED)
+        m, cfg = read_json(d / "metrics.json"), read_json(d / "config.json")
+        assert t.value == m["val_acc"] and not any(k.startswith("test") for k in m)
+        assert cfg["trial"] == {"study": f"{DS}/kd", "number": t.number} and cfg["train"]["test_curve"] is False
+        assert not (d / "model.pt").exists()
+    assert tuning.finished(store, DS, "kd", PROFILE)
+    assert tuning.tune(DS, "kd", PROFILE, store).get_trials() == trials   # spent: nothing more runs
+    # trials stay out of every table; they are read with trials=True
+    assert not load_results(store, PROFILE).run.str.startswith("tune_").any()
+    assert load_results(store, PROFILE, trials=True).run.str.startswith("tune_kd").sum() == n
+
+
+def test_the_pruner_stops_a_trial_through_on_epoch(store, monkeypatch):
+    make = tuning.trial_spec
+    monkeypatch.setattr(tuning, "trial_spec", lambda *a: replace(make(*a), train=replace(make(*a).train, epochs=3)))
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
+    study = tuning.tune(DS, "baseline", PROFILE, store)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.PRUNED] * tuning_budget(DS, PROFILE)[0]
+    assert all(len(t.intermediate_values) == 1 for t in study.get_trials())   # stopped after its first epoch
+    d = run_dir(store, DS, "tune_baseline__trial=000", TUNING_SEED)
+    assert read_json(d / "metrics.json")["stopped_early"] and read_json(d / "metrics.json")["epochs_trained"] == 1
+    assert tuning_report.trials_summary(DS, PROFILE, store).loc["baseline", "pruned"] == tuning_budget(DS, PROFILE)[0]
+
+
+def test_a_trial_whose_worker_died_is_taken_up_with_its_values(store, monkeypatch):
+    monkeypatch.setattr(tuning, "ORPHAN_GRACE_S", 0.0)
+    root = store
+    study, t = tuning._next(root, DS, "dml", PROFILE, tuning_budget(DS, PROFILE)[0])   # asked, never trained
+    assert t.state == optuna.trial.TrialState.RUNNING and t.number == 0
+    done = tuning.tune(DS, "dml", PROFILE, store).get_trials()
+    assert done[0].state == optuna.trial.TrialState.COMPLETE and done[0].params == t.params
+    assert len(done) == tuning_budget(DS, PROFILE)[0]
+
+
+def test_tuned_runs_are_planned_once_tuning_is_finished_and_never_on_the_tuning_seed(store):
+    params = {"dataset": DS, "profile": PROFILE, "results_dir": str(store)}
+    jobs = plan.jobs("14_tuning", params)
+    assert [j.run for j in jobs] == [f"tune_{v}" for v in tuning.variants(DS)]
+    tuning.tune(DS, "baseline", PROFILE, store)
+    tuned = [j for j in plan.jobs("14_tuning", params) if j.run.startswith("tuned_")]
+    assert [(j.run, j.seed, j.level) for j in tuned] == [("tuned_baseline", 0, 2)]
+    best = tuning.best_params(store, DS, "baseline", PROFILE)
+    assert tuned[0].spec.train.lr == best["lr"] and tuned[0].spec.train.weight_decay == best["weight_decay"]
+    assert tuned[0].spec.train.test_curve and tuned[0].spec.trial is None
+    with pytest.raises(ValueError, match="tuning seed"):
+        tuning.tuned_spec("baseline", DS, PROFILE, TUNING_SEED, best)
+
+
+def test_published_trials_keep_no_predictions_and_the_journals_travel(store, tmp_path_factory):
+    tuning.tune(DS, "baseline", PROFILE, store)
+    to = tmp_path_factory.mktemp("published")
+    publish.publish(store, to)
+    trials = [d for d in finished_runs(to) if d.parent.name.startswith("tune_")]
+    assert trials and all(not (d / "predictions.npz").exists() and not check_run(d) for d in trials)
+    assert (to / "_tuning" / DS / "baseline.journal").read_bytes() == (store / "_tuning" / DS / "baseline.journal").read_bytes()
+    assert len(load_results(to, PROFILE, trials=True)) == len(load_results(store, PROFILE, trials=True))
+    fresh = tmp_path_factory.mktemp("fresh")
+    publish.restore(to, fresh)
+    assert tuning.finished(fresh, DS, "baseline", PROFILE)
+    assert tuning_report.trials_summary(DS, PROFILE, fresh).loc["baseline", "trials"] == tuning_budget(DS, PROFILE)[0]
