@@ -93,7 +93,7 @@ def specs(dataset: str, profile: str, seed: int) -> list[tuple[str, str, RunSpec
             changes = {"val_size": _val_size(spec.data, changes["val_scale"])}
             spec = replace(spec, data=replace(spec.data, **changes))
         if changes:   # a run of its own; the study's protocol is the study's own run, reused
-            spec = replace(spec, run=f"ablation_{role}__{_slug(changes)}")
+            spec = replace(spec, run=f"ablation_{role}__{_slug(changes)}", kind="ablation")
         out.append((label, role, spec, not changes))
     return out
 

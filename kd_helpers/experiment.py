@@ -22,12 +22,12 @@ from torch import nn
 
 from . import evaluate
 from .data import DataConfig, Dataset, default_augment, load_dataset, resolve_data_config
-from .lock import RunLock
+from .lock import RunLock, held
 from .losses import LOSSES, build_loss, describe_pair, hparams, loss_class
 from .models import create_model, is_resized, load_resized, network_config
 from .presets import preset, variant
-from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, read_json, results_root, run_dir,
-                      save_run)
+from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, lost_manifest, read_json, results_root,
+                      run_dir, save_run)
 from .train import TrainConfig, fit, predict, read_checkpoint, remove_checkpoint, seed_everything
 from .util import atomic_torch_save, environment, resolve_precision, setup_threads
 
@@ -52,6 +52,8 @@ class RunSpec:
     # a tuning trial ({"study": ..., "number": ...}; kd_helpers.tuning): trains on the tuning seed,
     # is evaluated on validation only and keeps no weights; None for every run of a table
     trial: dict | None = None
+    # what the run is for: study (a table's row) | ablation | prune | trial | tuned (results.run_kind)
+    kind: str = "study"
 
     def resolved(self, data_dir=None, device: torch.device | None = None) -> "RunSpec":
         """The complete config of this run on ``device``: what ``config.json`` records and the
@@ -89,7 +91,7 @@ def json_roundtrip(obj):
 _DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig()), "loss_version": 1,
                             "network_version": 1, "trial": None})
 # recorded since a later version, and unknowable for older runs: absent is no difference
-RECORDED_SINCE = {"network"}
+RECORDED_SINCE = {"network", "kind"}
 
 
 def superseding(key: str) -> bool:
@@ -230,12 +232,16 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
         raise ValueError(f"Run '{spec.run}' starts from {spec.start}: pass the matching Start "
                          f"(e.g. through kd_helpers.prune_sweep), not only its record.")
     # one trainer per run, whichever process (worker, notebook, SLURM task) asks
-    with RunLock(lock_path(out), wait=wait):
+    with RunLock(lock_path(out), wait=wait) as lock:
         if not force and (done := _finished(out, config, root, spec)):   # finished while we waited
             return done
         if force and out.exists():
             shutil.rmtree(out)
-        return _train(spec, out, config, root, teacher_dir, data_dir, progress, start, on_epoch)
+
+        def epoch_end(row):   # an owner whose lock was broken stops at the end of its epoch
+            lock.check()
+            return on_epoch(row) if on_epoch is not None else False
+        return _train(spec, out, config, root, teacher_dir, data_dir, progress, start, epoch_end, lock)
 
 
 def lock_path(out: Path) -> Path:
@@ -246,10 +252,15 @@ def lock_path(out: Path) -> Path:
 def _finished(out: Path, config: dict, root: Path, spec: RunSpec) -> dict | None:
     """The finished run in ``out`` if it is intact (checked against the config); a damaged
     student run is removed (and retrained by the caller), a damaged teacher refused."""
-    if not is_finished(out):
+    lost = lost_manifest(out)
+    if not is_finished(out) and not lost:
         return None
-    problems = check_run(out)
+    problems = [lost] if lost else check_run(out)
     if not problems:
+        # a kill between the manifest and the clean-up leaves a checkpoint (and a dead owner's lock)
+        remove_checkpoint(out / "checkpoint.pt")
+        if lock_path(out).exists() and not held(lock_path(out)):
+            lock_path(out).unlink(missing_ok=True)
         return _announce(_reuse(out, config), root, trained=False)
     if spec.run == "teacher":
         raise DamagedRun(out, problems + [f"a damaged teacher is not retrained automatically (its students depend "
@@ -261,7 +272,7 @@ def _finished(out: Path, config: dict, root: Path, spec: RunSpec) -> dict | None
 
 
 def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data_dir, progress: bool,
-           start: Start | None, on_epoch=None) -> dict:
+           start: Start | None, on_epoch=None, lock: RunLock | None = None) -> dict:
     _check_resume(out / "checkpoint.pt", config)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     data = load_dataset(spec.dataset, data_dir, spec.data)
@@ -290,6 +301,8 @@ def _train(spec: RunSpec, out: Path, config: dict, root: Path, teacher_dir, data
         history = fit(model, loss_fn, data, spec.train, teacher=teacher, checkpoint=out / "checkpoint.pt",
                       cache_dir=teacher_dir, progress=progress, desc=f"{spec.dataset}/{spec.run}/s{spec.seed}",
                       meta=config, log=lambda line: print(line, file=logf, flush=True), on_epoch=on_epoch)
+    if lock is not None:
+        lock.check()   # the results are written only by the lock's owner
     if spec.trial is not None:
         return _save_trial(spec, out, config, root, model, data, history, t_wall, t_cpu)
     after = start.finish(model) if start is not None else {}

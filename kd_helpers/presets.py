@@ -267,6 +267,15 @@ TUNED_SEEDS = {"smoke": 1, "quick": 3, "paper": {"mlp": 10, "cnn": 8, "pair": 8}
 TUNING_SEED = 1000
 
 
+# the methods a family cannot run (notebooks' ``study.STEPS`` say why: AT needs spatial maps)
+NOT_FOR = {"at": ("mlp",)}
+
+
+def tuned_variants(dataset: str) -> list[str]:
+    """The variants ``dataset``'s tuning compares (``TUNED`` that its family can run)."""
+    return [v for v in TUNED if family(dataset) not in NOT_FOR.get(variant(v).method, ())]
+
+
 def tuning_budget(dataset: str, profile: str) -> tuple[int, int]:
     """(trials per variant, seeds per tuned configuration) for ``dataset`` under ``profile``."""
     pick = lambda v: v[family(dataset)] if isinstance(v, dict) else v

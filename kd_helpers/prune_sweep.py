@@ -66,7 +66,7 @@ def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "k
         src_model = read_json(src_dir / "config.json")["model"]
         spec = spec_for("baseline" if finetune == "ce" else finetune, dataset, profile, s, model=src_model,
                         epochs=epochs or preset(dataset, profile).prune_epochs)
-        spec = replace(spec, run=run_name(source, kind, amount, finetune))
+        spec = replace(spec, run=run_name(source, kind, amount, finetune), kind="prune")
         out.append(run(spec, results_dir, data_dir, profile=profile, wait=wait,
                        start=pruning_start(src_dir, source, kind, amount, importance)))
     return out

@@ -138,9 +138,27 @@ def finished_runs(root) -> list[Path]:
     return sorted(p.parent for p in root.glob(f"*/*/seed_*/{MANIFEST}")) if root.exists() else []
 
 
+def lost_manifest(path) -> str | None:
+    """Why a run directory without a manifest is damaged (it holds a finished run's files and no
+    epoch checkpoint to resume from), or None (finished, in progress, or empty)."""
+    path = Path(path)
+    if is_finished(path) or (path / "checkpoint.pt").exists():
+        return None
+    files = [f for f in ("model.pt", "config.json", "metrics.json", "predictions.npz") if (path / f).exists()]
+    return f"{', '.join(files)} but no {MANIFEST} (and no checkpoint to resume from)" if files else None
+
+
 def _runs(root, damaged: list | None = None):
-    """Finished runs whose table files are intact; damaged ones are reported, not read."""
+    """Finished runs whose table files are intact; damaged ones (also a run's files without a
+    manifest) are reported, not read."""
     ok = []
+    for d in sorted(Path(root).glob("*/*/seed_*")) if Path(root).exists() else []:
+        why = lost_manifest(d)
+        if why:
+            warnings.warn(f"Skipping damaged run {d}: {why}. Delete it (or rerun its notebook: a damaged student "
+                          f"run is retrained) to include it again.", stacklevel=3)
+            if damaged is not None:
+                damaged.append(str(d))
     for d in finished_runs(root):
         problems = check_run(d, TABLE_FILES)
         if problems:
@@ -153,6 +171,17 @@ def _runs(root, damaged: list | None = None):
     return ok
 
 
+def run_kind(config: dict) -> str:
+    """What a run is for (``RunSpec.kind``): study | ablation | prune | trial | tuned. Runs from
+    before kinds were recorded are told apart by their names, here and nowhere else."""
+    if config.get("kind"):
+        return config["kind"]
+    if config.get("trial"):
+        return "trial"
+    return next((k for k, prefix in (("ablation", "ablation_"), ("prune", "prune_"), ("tuned", "tuned_"))
+                 if config["run"].startswith(prefix)), "study")
+
+
 def load_results(root=None, profile: str | None = None, *, trials: bool = False) -> pd.DataFrame:
     """One tidy row per finished run: dataset, run, method, model, seed, then every metric.
     Tuning trials (no test accuracy) only with ``trials=True``.
@@ -161,11 +190,12 @@ def load_results(root=None, profile: str | None = None, *, trials: bool = False)
     rows, damaged = [], []
     for d in _runs(results_root(root, profile), damaged):
         cfg, m = read_json(d / "config.json"), read_json(d / "metrics.json")
-        if cfg.get("trial") and not trials:
+        kind = run_kind(cfg)
+        if kind == "trial" and not trials:
             continue   # a tuning trial: validation only, read through kd_helpers.tuning
         env = read_json(d / "env.json") if (d / "env.json").exists() else {}
         rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
-                     "model": cfg["model"], "seed": cfg["seed"],
+                     "model": cfg["model"], "seed": cfg["seed"], "kind": kind,
                      # runs from before versioned losses carry none: they were trained under version 1
                      "loss_version": cfg.get("loss_version", 1),
                      # the fingerprint of the code that trained it (util.code_fingerprint); None before it was recorded

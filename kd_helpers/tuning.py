@@ -27,18 +27,14 @@ import optuna
 
 from .experiment import RunSpec, lock_path, run, spec_for
 from .lock import Busy, RunLock, held
-from .presets import SEARCH_SPACE, SHARED_SPACE, TUNED, TUNING_SEED, Range, family, tuning_budget, variant
+from .presets import SEARCH_SPACE, SHARED_SPACE, TUNING_SEED, Range, tuned_variants, tuning_budget, variant
 from .results import dataset_dir, is_finished, load_run, results_root, run_dir
 from .train import NonFiniteLoss
 
-# the methods a family cannot run (notebooks' ``study.STEPS`` say why: AT needs spatial maps)
-NOT_FOR = {"at": ("mlp",)}
 ORPHAN_GRACE_S = 120.0   # a trial asked this long ago whose run nobody holds lost its worker
 
 
-def variants(dataset: str) -> list[str]:
-    """The variants ``dataset``'s tuning compares (``presets.TUNED`` that its family can run)."""
-    return [v for v in TUNED if family(dataset) not in NOT_FOR.get(variant(v).method, ())]
+variants = tuned_variants
 
 
 def space(name: str) -> dict[str, Range]:
@@ -80,7 +76,8 @@ def _split(params: dict) -> tuple[dict, dict]:
 def trial_spec(name: str, dataset: str, profile: str, number: int, params: dict) -> RunSpec:
     loss, train = _split(params)
     spec = spec_for(name, dataset, profile, TUNING_SEED, loss=loss, test_curve=False, **train)
-    return replace(spec, run=f"tune_{name}__trial={number:03d}", trial={"study": f"{dataset}/{name}", "number": number})
+    return replace(spec, run=f"tune_{name}__trial={number:03d}", trial={"study": f"{dataset}/{name}", "number": number},
+                   kind="trial")
 
 
 def tuned_spec(name: str, dataset: str, profile: str, seed: int, params: dict) -> RunSpec:
@@ -88,7 +85,7 @@ def tuned_spec(name: str, dataset: str, profile: str, seed: int, params: dict) -
     if seed == TUNING_SEED:
         raise ValueError(f"Seed {TUNING_SEED} is the tuning seed: a tuned configuration is reported on other seeds.")
     loss, train = _split(params)
-    return replace(spec_for(name, dataset, profile, seed, loss=loss, **train), run=f"tuned_{name}")
+    return replace(spec_for(name, dataset, profile, seed, loss=loss, **train), run=f"tuned_{name}", kind="tuned")
 
 
 def _sampler(study: str, n_trials: int, number: int) -> optuna.samplers.BaseSampler:

@@ -183,3 +183,35 @@ def show_interpretation(trials: pd.DataFrame, comparison: pd.DataFrame, dataset:
               "tuned_acc": {v: float(x) for v, x in comparison["tuned acc %"].items()} if not comparison.empty else {}}
     display(Markdown(f"### What this shows\n{interpretation(trials, comparison, dataset)}"), metadata={"kd_tuning": record})
     return record
+
+
+def status_line(dataset: str, profile: str = "quick", results_dir=None) -> str:
+    """Where ``dataset``'s tuning stands: studies started, trials told of the budget, tuned rows."""
+    from .presets import tuned_variants, tuning_budget
+    trials = trials_summary(dataset, profile, results_dir)
+    n_trials, n_seeds = tuning_budget(dataset, profile)
+    n_studies = len(tuned_variants(dataset))
+    if trials.empty:
+        return f"{dataset}: tuning not started ({n_studies} studies of {n_trials} trials planned)."
+    df = load_results(results_dir, profile)
+    tuned = df[(df.dataset == dataset) & (df.kind == "tuned")]
+    return (f"{dataset}: {len(trials)} of {n_studies} studies started, {int(trials.trials.sum())} of "
+            f"{n_studies * n_trials} trials told ({int(trials.pruned.sum())} pruned, {int(trials.failed.sum())} "
+            f"failed); tuned configurations retrained: {tuned.run.nunique()} of {n_studies} "
+            f"({len(tuned)} of {n_studies * n_seeds} runs).")
+
+
+def readme_block(datasets, profile: str, root) -> str:
+    """The README's tuned comparison: per dataset the table once tuned runs exist, else where the
+    tuning stands (``status_line``)."""
+    parts = ["### Every method tuned with the same budget (notebooks/14_tuning)"]
+    for ds in datasets:
+        comparison = tuned_vs_published(ds, profile, root)
+        parts.append(status_line(ds, profile, root))
+        if not comparison.empty:
+            parts.append(comparison.to_markdown())
+            parts.append(interpretation(trials_summary(ds, profile, root), comparison, ds))
+    if all(tuned_vs_published(ds, profile, root).empty for ds in datasets):
+        parts.append("No tuned configuration has been retrained on its seeds yet: every table below is the "
+                     "as-published study (literature hyper-parameters, 3 seeds).")
+    return "\n\n".join(parts)

@@ -32,12 +32,16 @@ def _is_disk_full(e: BaseException) -> bool:
 def _atomic(path: Path, write) -> None:
     """Write to a temp file in the same directory, then rename: readers never see half a file.
 
-    Temp files left by a killed earlier write of the same file are removed first."""
+    Temp files left by a killed earlier write of the same file on this host are removed first;
+    another process's (a live writer here, or any on another host) are left alone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    host = platform.node().replace(".", "_")
+    for stale in path.parent.glob(f".{path.name}.{host}-*.tmp"):
+        pid = stale.name[len(f".{path.name}.{host}-"):].split(".")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{host}-{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -51,6 +55,16 @@ def _atomic(path: Path, write) -> None:
                                          f"file system (or point KD_RESULTS_DIR elsewhere) and rerun: finished "
                                          f"runs and the last epoch checkpoint are intact") from e
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sha256(path, chunk: int = 1 << 20) -> str:

@@ -266,3 +266,65 @@ def test_a_failed_run_is_reported_with_what_went_wrong():
           "  Looked in: data/MNIST\n  Fix: point KD_DATA_DIR at it")
     assert last_line(tb) == "kd_helpers.data.DatasetNotFoundError: Dataset 'MNIST' not found and could not be downloaded."
     assert last_line("its teacher t is not finished") == "its teacher t is not finished"
+
+
+def test_a_paused_owner_keeps_its_lock_and_a_reused_pid_does_not(tmp_path, monkeypatch):
+    from kd_helpers import lock as lockmod
+    monkeypatch.setenv("KD_LOCK_STALE_S", "1")
+    path = tmp_path / "seed_0.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = lockmod._started(sleeper.pid)
+        path.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "started": started}))
+        old = time.time() - 3600
+        os.utime(path, (old, old))                     # no heartbeat for an hour: SIGSTOPped, say
+        assert held(path) is not None and lockmod.stale_in(path, held(path)) is None
+        path.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "started": "1"}))
+        assert held(path) is None                      # that PID now belongs to another process
+    finally:
+        sleeper.kill()
+
+
+def test_a_heartbeat_from_the_future_is_skew_not_life(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_LOCK_STALE_S", "0.5")
+    path = tmp_path / "seed_0.lock"
+    path.write_text(json.dumps({"host": "another-node", "pid": 1}))
+    ahead = time.time() + 3600
+    os.utime(path, (ahead, ahead))                     # that node's clock runs an hour ahead
+    assert held(path) is not None                      # first seen now: not stale yet
+    time.sleep(0.7)
+    assert held(path) is None                          # ... and stale the limit after it was first seen
+
+
+def test_a_lock_on_a_full_disk_is_whole_or_absent_and_names_its_path(tmp_path, monkeypatch):
+    from kd_helpers.util import DiskFull
+    path = tmp_path / "seed_0.lock"
+    monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(DiskFull, match=r"seed_0.lock"):
+        RunLock(path).acquire()
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_an_owner_whose_lock_was_broken_stops_and_leaves_the_new_owners_lock(tmp_path, capsys):
+    from kd_helpers.lock import LockLost
+    path = tmp_path / "seed_0.lock"
+    first = RunLock(path).acquire()
+    path.unlink()                                      # judged stale by another worker ...
+    second = RunLock(path, wait=False).acquire()       # ... which took the run over
+    with pytest.raises(LockLost, match="stops without writing"):
+        first.check()
+    first.release()
+    assert held(path)["pid"] == os.getpid() and json.loads(path.read_text())["token"] == second.token
+    second.check()
+    second.release()
+    assert not path.exists()
+
+
+def test_waiting_for_a_lock_says_who_holds_it(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "seed_0.lock"
+    path.write_text(json.dumps({"host": "another-node", "pid": 7, "since": "yesterday"}))
+    monkeypatch.setenv("KD_LOCK_STALE_S", "0.3")
+    with RunLock(path, poll_s=0.1):
+        pass
+    err = capsys.readouterr().err
+    assert "held by another-node:7 since yesterday" in err and "turns stale in" in err

@@ -219,12 +219,19 @@ def test_a_damaged_teacher_cache_is_recomputed(tmp_path):
         assert TeacherOutputs._read(path) is not None   # rewritten intact
 
 
-def test_leftover_temp_files_are_cleaned_on_the_next_write(tmp_path):
+def test_leftover_temp_files_are_cleaned_on_the_next_write_and_only_a_dead_writers(tmp_path):
+    import platform
     target = tmp_path / "metrics.json"
-    stale = tmp_path / ".metrics.json.abc123.tmp"
-    stale.write_bytes(b"x" * 1000)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = platform.node().replace(".", "_")
+    stale = tmp_path / f".metrics.json.{host}-{dead.pid}.abc123.tmp"          # a killed writer's
+    live = tmp_path / f".metrics.json.{host}-1.abc123.tmp"                    # a live writer's (pid 1)
+    remote = tmp_path / f".metrics.json.other_node-{dead.pid}.abc123.tmp"     # another host's
+    for f in (stale, live, remote):
+        f.write_bytes(b"x" * 1000)
     util.atomic_write_json(target, {"a": 1})
-    assert not stale.exists() and json.loads(target.read_text()) == {"a": 1}
+    assert not stale.exists() and live.exists() and remote.exists() and json.loads(target.read_text()) == {"a": 1}
 
 
 # ------------------------------------------------------------------ wrong teachers
@@ -416,3 +423,28 @@ def test_a_full_disk_is_said_plainly_with_the_path(tmp_path, wrapped):
     with pytest.raises(util.DiskFull, match=f"No space left on device while writing {target}"):
         util._atomic(target, write)
     assert list((tmp_path / "run").iterdir()) == []   # no half-written temp file left
+
+
+def test_a_run_without_its_manifest_is_damaged_not_gone(store):
+    teacher = run_dir(store, "mnist5k", "teacher", 0)
+    (teacher / MANIFEST).unlink()
+    with pytest.raises(DamagedRun, match="no manifest.json"):
+        train_teacher("mnist5k", "smoke", results_dir=store, progress=False)
+    student = run_dir(store, "mnist5k", "kd", 0)
+    (student / MANIFEST).unlink()
+    with pytest.warns(UserWarning, match="Skipping damaged run .*kd.*no manifest.json"):
+        df = load_results(store, "smoke")
+    assert str(student) in df.attrs["damaged"] and str(teacher) in df.attrs["damaged"]
+
+
+def test_the_readme_is_never_generated_from_a_damaged_store(store, tmp_path):
+    from kd_helpers import report
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{report.START}\nold\n{report.END}\n")
+    npz = run_dir(store, "mnist5k", "kd", 0) / "predictions.npz"
+    npz.write_bytes(npz.read_bytes()[:100])
+    with pytest.raises(report.DamagedStore, match="1 damaged run.*kd/seed_0.*Nothing was generated"):
+        report.update_readme("smoke", store, readme)
+    assert "old" in readme.read_text()
+    report.update_readme("smoke", store, readme, allow_damaged=True)
+    assert "Generated without 1 damaged run" in readme.read_text() and "kd/seed_0" in readme.read_text()
