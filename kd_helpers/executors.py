@@ -28,7 +28,7 @@ from .experiment import lock_path
 from .lock import Busy, held
 from .plan import Job
 from .results import is_finished, results_root
-from .util import physical_cores
+from .util import physical_cores, threads_wanted
 
 EXECUTORS = ("inline", "local", "slurm")
 LEVELS = (0, 1, 2)
@@ -126,7 +126,7 @@ def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=Non
     folder = Path(folder or results_root(results_dir, todo[0].profile) / "_jobs")
     ex = make_executor(kind, folder, n, slurm)
     if kind == "local":
-        threads = int(os.environ.get("KD_THREADS", 0)) or max(physical_cores() // n, 1)
+        threads = threads_wanted() if os.environ.get("KD_THREADS") else max(physical_cores() // n, 1)
         futures = [ex.submit(work_levels, plan_level, results_dir, data_dir, threads) for _ in range(n)]
     else:
         futures = ex.map_array(RunTask(), todo, [results_dir] * len(todo), [data_dir] * len(todo))

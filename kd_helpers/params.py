@@ -32,8 +32,8 @@ def _num(lo=-math.inf, hi=math.inf, lo_open=False, integer=False, optional=True)
         ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok_type:
             return f"a{'n integer' if integer else ' number'}{' or None' if optional else ''}"
-        if not (lo < v if lo_open else lo <= v) or v > hi:
-            return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        if not math.isfinite(v) or not (lo < v if lo_open else lo <= v) or v > hi:
+            return f"a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
         return None
     return check
 

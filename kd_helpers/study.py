@@ -124,6 +124,12 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     data_dir, results_dir = (str(Path(d).resolve()) if d else None for d in (data_dir, results_dir))
     default_ds, default_seeds = DEFAULTS[profile]
     seeds = list(seeds or default_seeds)
+    # the notebooks' own rules, before anything trains (not after the plan's runs did)
+    from .params import RULES
+    if (problem := RULES["seeds"](seeds)):
+        raise ValueError(f"--seeds {' '.join(map(str, seeds))}: seeds must be {problem}")
+    if executor != "inline" and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"--jobs {jobs}: the number of parallel workers must be 1 or more")
     wanted = list(datasets or default_ds)
     if pairs:   # a study per (dataset, teacher -> student pair): cifar100@wrn_40_2-wrn_16_2, ...
         unknown_pairs = sorted(set(pairs) - set(PAIRS))

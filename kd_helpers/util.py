@@ -166,8 +166,19 @@ def setup_threads() -> None:
     """Set torch's intra-op threads once per process (KD_THREADS overrides)."""
     global _THREADS_SET
     if not _THREADS_SET:
-        torch.set_num_threads(int(os.environ.get("KD_THREADS", physical_cores())))
+        torch.set_num_threads(threads_wanted())
         _THREADS_SET = True
+
+
+def threads_wanted() -> int:
+    """``KD_THREADS`` (a positive integer), else the physical cores."""
+    raw = os.environ.get("KD_THREADS")
+    if raw is None or raw == "":
+        return physical_cores()
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"KD_THREADS={raw!r} is not a positive integer: set it to the threads each run may use "
+                         f"(e.g. KD_THREADS=2), or unset it for one per physical core ({physical_cores()} here).")
+    return int(raw)
 
 
 # what decides a result: edits elsewhere (executed reports, figures, the published store, docs)

@@ -201,7 +201,7 @@ def test_dml_peers_are_bounded():
     from kd_helpers.losses.base import Pair
     with pytest.raises(ValueError, match="peers=1000000000 is outside 1..8"):
         build_loss("dml", Pair(4, [(8,)], make_student=lambda: torch.nn.Linear(2, 2)), peers=1_000_000_000)
-    with pytest.raises(ParameterError, match="peers must be a number in \\[1, 8\\]"):
+    with pytest.raises(ParameterError, match="peers must be a finite number in \\[1, 8\\]"):
         check_parameters({**declared("08_dml"), "peers": 1_000_000_000}, "08_dml")
 
 
@@ -369,9 +369,9 @@ def test_imagefolder_test_class_missing_from_train_is_named(tmp_path):
 
 @pytest.mark.parametrize("given,match", [
     (dict(epochs="abc"), "has no parameter 'epochs'. Its parameters: dataset, profile"),
-    (dict(T=-5), "T=-5 is not accepted; T must be a number in \\(0, inf\\]"),
+    (dict(T=-5), "T=-5 is not accepted; T must be a finite number in \\(0, inf\\]"),
     (dict(T="abc"), "T='abc' is not accepted; T must be a number or None"),
-    (dict(alpha=1.5), "alpha must be a number in \\[0, 1\\]"),
+    (dict(alpha=1.5), "alpha must be a finite number in \\[0, 1\\]"),
     (dict(seeds=[0, -1]), "seeds must be a non-empty list of non-negative integers"),
     (dict(profile="fast"), "profile must be one of 'smoke', 'quick', 'paper'"),
     (dict(dataset="imagenet"), "dataset must be one of mnist"),
@@ -448,3 +448,26 @@ def test_the_readme_is_never_generated_from_a_damaged_store(store, tmp_path):
     assert "old" in readme.read_text()
     report.update_readme("smoke", store, readme, allow_damaged=True)
     assert "Generated without 1 damaged run" in readme.read_text() and "kd/seed_0" in readme.read_text()
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(seeds=[-1], executor="local"), "--seeds -1: seeds must be a non-empty list of non-negative integers"),
+    (dict(executor="local", jobs=0), "--jobs 0: the number of parallel workers must be 1 or more"),
+    (dict(executor="local", jobs=-2), "--jobs -2"),
+])
+def test_the_runner_refuses_bad_arguments_before_training(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        run_study("smoke", results_dir=str(tmp_path / "r"), reports_dir=str(tmp_path / "rep"), **kw)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "-2"])
+def test_a_bad_kd_threads_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("KD_THREADS", value)
+    with pytest.raises(ValueError, match=f"KD_THREADS='{value}' is not a positive integer"):
+        util.threads_wanted()
+
+
+def test_an_infinite_temperature_is_refused_by_the_rule():
+    with pytest.raises(ParameterError, match="T=inf is not accepted; T must be a finite number"):
+        check_parameters({**declared("03_vanilla_kd"), "T": float("inf")}, "03_vanilla_kd")
