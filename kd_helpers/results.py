@@ -12,6 +12,7 @@ import io
 import json
 import os
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,13 @@ def results_root(root: str | os.PathLike | None = None, profile: str | None = No
 
 
 def dataset_dir(root, dataset: str) -> Path:
-    """Where ``dataset``'s runs live in the store (``imagefolder:/a/b`` -> ``imagefolder__a_b``)."""
-    return Path(root) / dataset.replace(":", "_").replace("/", "_")
+    """Where ``dataset``'s runs live in the store. A name with a path gets a digest of the exact
+    name too (``imagefolder:/x/a_b`` -> ``imagefolder__x_a_b-<crc32>``): the readable part alone
+    would let ``/x/a_b`` and ``/x/a/b`` share one directory."""
+    flat = dataset.replace(":", "_").replace("/", "_")
+    if "/" in dataset or "\\" in dataset:
+        flat += f"-{zlib.crc32(dataset.encode()):08x}"
+    return Path(root) / flat
 
 
 def run_dir(root, dataset: str, run: str, seed: int) -> Path:
@@ -39,7 +45,9 @@ def run_dir(root, dataset: str, run: str, seed: int) -> Path:
 
 
 MANIFEST = "manifest.json"
-RUN_FILES = ("config.json", "env.json", "history.csv", "predictions.npz", "model.pt", "metrics.json")
+RUN_FILES = ("config.json", "env.json", "history.csv", "predictions.npz", "model.pt", "metrics.json", "train.log")
+# in manifests since a later version: a run from before has none listed, which is no damage
+RECORDED_LATER = ("train.log",)
 
 
 class DamagedRun(RuntimeError):
@@ -83,7 +91,7 @@ def check_run(path, files=RUN_FILES) -> list[str]:
         if want is None:
             # a published (compact) student run keeps no weights, a published tuning trial no
             # predictions (its manifest says so), by design
-            if f != "model.pt" and f not in manifest.get("omitted", ()):
+            if f != "model.pt" and f not in manifest.get("omitted", ()) and f not in RECORDED_LATER:
                 problems.append(f"{f} not in the manifest")
         elif not (path / f).exists():
             problems.append(f"{f} missing")

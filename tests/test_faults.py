@@ -471,3 +471,9 @@ def test_a_bad_kd_threads_names_the_variable(monkeypatch, value):
 def test_an_infinite_temperature_is_refused_by_the_rule():
     with pytest.raises(ParameterError, match="T=inf is not accepted; T must be a finite number"):
         check_parameters({**declared("03_vanilla_kd"), "T": float("inf")}, "03_vanilla_kd")
+
+
+def test_two_image_trees_never_share_a_store_directory():
+    a, b = run_dir("/s", "imagefolder:/x/a_b", "kd", 0), run_dir("/s", "imagefolder:/x/a/b", "kd", 0)
+    assert a != b and a.parent.parent.name.startswith("imagefolder__x_a_b-")
+    assert run_dir("/s", "cifar10@resnet56-resnet20", "kd", 0).parent.parent.name == "cifar10@resnet56-resnet20"
