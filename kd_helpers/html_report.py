@@ -3,13 +3,15 @@ as the executed notebooks carry them) and an index page linking them in study or
 
     python -m kd_helpers.html_report --profile paper        (make html PROFILE=paper)
 
-Pages are written to ``reports/<profile>/html/``. Equations are MathJax; without internet they
-stay readable as LaTeX source.
+Pages are written to ``reports/<profile>/html/``, code hidden (each page links its executed
+notebook), equations rendered by a local copy of MathJax installed from the npm registry.
 """
 from __future__ import annotations
 
 import argparse
 import html
+import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -53,30 +55,79 @@ def settings_last(nb):
     return nb
 
 
+MATHJAX = "mathjax@2.7.9"   # the version nbconvert's template configures (MathJax 2), from the npm registry
+MATHJAX_CACHE = Path.home() / ".cache" / "kd-study" / "npm"
+
+
+def local_mathjax(out: Path, cache: Path = MATHJAX_CACHE) -> Path | None:
+    """MathJax copied into ``out/mathjax`` (installed once from the npm registry into ``cache``),
+    so equations render without network; None when npm or the registry is unavailable (the pages
+    then load MathJax from its CDN, and show LaTeX source offline)."""
+    pkg = cache / "node_modules" / "mathjax"
+    if not (pkg / "MathJax.js").exists() and shutil.which("npm"):
+        subprocess.run(["npm", "install", "--silent", "--no-save", "--no-audit", "--no-fund", "--prefix", str(cache),
+                        MATHJAX], capture_output=True, timeout=600, check=False)
+    if not (pkg / "MathJax.js").exists():
+        return None
+    shutil.copytree(pkg, out / "mathjax", dirs_exist_ok=True)
+    return out / "mathjax" / "MathJax.js"
+
+
+def describe(nb) -> str:
+    """A notebook's one-line description: the first sentence after its title."""
+    for c in nb.cells:
+        if c.cell_type == "markdown" and c.source.lstrip().startswith("#"):
+            rest = " ".join(line for line in c.source.splitlines()[1:] if line.strip() and not line.startswith(("$", "-", "|")))
+            return (rest.split(". ")[0].rstrip(".") + ".") if rest else ""
+    return ""
+
+
 def render(profile: str, reports_dir=None) -> Path:
-    """Render every executed notebook of ``profile`` and the index; return the index path."""
+    """Render every executed notebook of ``profile`` (code hidden, math rendered from a local
+    MathJax) and the index (the report first, then a table of notebooks x studies); return the
+    index path."""
     from nbconvert import HTMLExporter
     reports = Path(reports_dir or REPO_ROOT / "reports" / profile)
     out = reports / "html"
-    exporter = HTMLExporter(template_name="lab")
-    items = []
+    out.mkdir(parents=True, exist_ok=True)
+    mathjax = local_mathjax(out)
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    pages: dict[str, dict[str, Path]] = {}
+    titles, descriptions = {}, {}
     for ds, path in executed_notebooks(reports):
         nb = settings_last(nbformat.read(path, as_version=4))
         nb.metadata.pop("papermill", None)   # input/output paths of the machine that ran it
-        body, _ = exporter.from_notebook_node(nb)
         rel = Path(ds) / f"{path.stem}.html" if ds else Path(f"{path.stem}.html")
+        up = "../" * (len(rel.parts) - 1)
+        if mathjax is not None:
+            exporter.mathjax_url = f"{up}mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe"
+        source = f"{up}../{path.relative_to(reports).as_posix()}"
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"<small>Code hidden: the executed notebook with its code is [{path.relative_to(reports).as_posix()}]"
+            f"({source}) (reports/{profile}/); its source is notebooks/{path.name}. "
+            f"[All notebooks]({up}index.html)</small>"))
+        body, _ = exporter.from_notebook_node(nb)
         atomic_write_text(out / rel, body)
-        items.append((ds, rel, _title(nb)))
-    rows, current = [], None
-    for ds, rel, title in items:
-        if ds != current:
-            rows.append(f"<h2>{html.escape(ds or 'All datasets')}</h2>")
-            current = ds
-        rows.append(f'<p><a href="{rel.as_posix()}">{html.escape(title)}</a></p>')
+        pages.setdefault(path.stem, {})[ds] = rel
+        titles[path.stem], descriptions[path.stem] = _title(nb), describe(nb)
+    studies = sorted({ds for p in pages.values() for ds in p if ds})
+    first = [nb for nb in pages if "" in pages[nb]]           # the report and the statistics: read first
+    order = sorted(first, key=lambda n: n != "31_report") + [nb for nb in pages if nb not in first]
+    head = "".join(f"<th>{html.escape(s)}</th>" for s in studies)
+    rows = []
+    for nb in order:
+        cells = ("".join(f'<td><a href="{pages[nb][s].as_posix()}">{html.escape(s)}</a></td>' if s in pages[nb]
+                         else "<td></td>" for s in studies) if "" not in pages[nb]
+                 else f'<td colspan="{max(len(studies), 1)}"><a href="{pages[nb][""].as_posix()}">every study</a></td>')
+        rows.append(f"<tr><th>{html.escape(titles[nb])}</th><td>{html.escape(descriptions[nb])}</td>{cells}</tr>")
     index = (f"<!doctype html><html><head><meta charset='utf-8'><title>kd-study report ({html.escape(profile)})</title>"
-             f"<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}}</style></head><body>"
+             f"<style>body{{font-family:sans-serif;max-width:80em;margin:2em auto}}table{{border-collapse:collapse}}"
+             f"td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}</style></head><body>"
              f"<h1>kd-study: executed notebooks, profile <code>{html.escape(profile)}</code></h1>"
-             f"<p>In study order. Start with the report (31) for the findings.</p>{''.join(rows)}</body></html>\n")
+             f"<p>Start with the report: the abstract, the main figure and the findings. Each page hides its code; "
+             f"the executed notebook with its code is linked at its top.</p>"
+             f"<table><tr><th>Notebook</th><th>What it shows</th>{head}</tr>{''.join(rows)}</table></body></html>\n")
     atomic_write_text(out / "index.html", index)
     return out / "index.html"
 

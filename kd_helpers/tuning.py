@@ -18,12 +18,16 @@ order in which their results arrive changes what TPE proposes next.
 """
 from __future__ import annotations
 
+import warnings
 import time
 import zlib
 from dataclasses import replace
 from pathlib import Path
 
-import optuna
+# optuna imports tqdm.auto, which warns in a notebook kernel without ipywidgets (with this
+# machine's site-packages path in the executed notebook); its progress bars are not used here
+warnings.filterwarnings("ignore", message="IProgress not found")
+import optuna  # noqa: E402
 
 from .experiment import RunSpec, lock_path, run, spec_for
 from .lock import Busy, RunLock, held

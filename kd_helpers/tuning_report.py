@@ -13,7 +13,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import optuna
+# optuna imports tqdm.auto, which warns in a notebook kernel without ipywidgets (with this
+# machine's site-packages path in the executed notebook); its progress bars are not used here
+warnings.filterwarnings("ignore", message="IProgress not found")
+import optuna  # noqa: E402
 import pandas as pd
 
 from . import findings

@@ -8,19 +8,23 @@ from kd_helpers.results import load_results
 REPO = Path(__file__).resolve().parents[1]
 
 
-def readme_block(start, end) -> str:
-    text = (REPO / "README.md").read_text()
+def readme_block(start, end, path="docs/results.md") -> str:
+    text = (REPO / path).read_text()
     return text[text.index(start) + len(start):text.index(end)].strip()
 
 
-def test_readme_results_and_experiments_are_what_the_committed_store_produces():
-    """The README's published numbers come from reports/paper/store (committed), never typed."""
-    from kd_helpers.report import XEND, XSTART, experiments_block, readme_results, readme_root
+def test_readme_summary_and_the_full_results_are_what_the_committed_store_produces():
+    """The README's one screen and docs/results.md come from reports/paper/store (committed), never typed."""
+    from kd_helpers.report import (SEND, SSTART, TEND, TSTART, XEND, XSTART, experiments_block, readme_results,
+                                   readme_root, summary_block, training_costs)
     root = readme_root("paper")
     df = load_results(root)
     assert not df.empty, f"{root} holds no published runs"
+    assert readme_block(SSTART, SEND, "README.md") == summary_block(df, root).strip()
     assert readme_block(START, END) == readme_results(df, "paper", root).strip()
     assert readme_block(XSTART, XEND) == experiments_block(df, root).strip()
+    assert training_costs(df).to_markdown(index=False) in readme_block(TSTART, TEND)
+    assert len((REPO / "README.md").read_text().splitlines()) < 200   # a newcomer reads it in two minutes
 
 
 def test_committed_report_notebook_states_what_the_committed_store_produces():
