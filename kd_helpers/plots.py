@@ -117,20 +117,25 @@ def _si(v, _pos=None) -> str:
 
 
 def pareto(df: pd.DataFrame, x: str = "params", title: str | None = None, teacher_run: str = "teacher"):
-    """Accuracy against size or latency, one point per run (mean over seeds); the teacher is starred.
-
-    Log x-axis with ticks at 1-2-5 steps; labels alternate above and below their points (sorted
-    by x) so neighbours do not overlap."""
+    """Accuracy (%) against size or latency, one point per run (mean over seeds); the teacher is
+    starred. Latency is one value per network, the mean over all its runs (as the tables show it:
+    runs of one network differ only by timing noise). Log x-axis with ticks at 1-2-5 steps; labels
+    placed by adjustText so they do not overlap."""
+    from adjustText import adjust_text
     from matplotlib.ticker import FuncFormatter, LogLocator
+
+    from .findings import per_network
+    if x == "latency_ms":
+        df = df.assign(latency_ms=per_network(df, "latency_ms"))
     agg = (df.groupby("run", as_index=False).agg(test_acc=("test_acc", "mean"), **{x: (x, "mean")})
            .sort_values(x).reset_index(drop=True))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, r in agg.iterrows():
+    texts = []
+    for _, r in agg.iterrows():
         is_t = r.run == teacher_run
-        ax.scatter(r[x], r.test_acc, marker="*" if is_t else "o", s=160 if is_t else 40,
+        ax.scatter(r[x], 100 * r.test_acc, marker="*" if is_t else "o", s=160 if is_t else 40,
                    color="crimson" if is_t else "C0", zorder=3)
-        ax.annotate(r.run, (r[x], r.test_acc), fontsize=7, textcoords="offset points",
-                    xytext=(4, 6 if i % 2 == 0 else -11), zorder=4)
+        texts.append(ax.text(r[x], 100 * r.test_acc, r.run, fontsize=7, zorder=4))
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_minor_locator(LogLocator(subs="auto"))
@@ -138,10 +143,13 @@ def pareto(df: pd.DataFrame, x: str = "params", title: str | None = None, teache
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
     lo, hi = agg[x].min(), agg[x].max()
     ax.set_xlim(lo / 1.3, hi * 1.3)
-    ax.set_xlabel(x)
-    ax.set_ylabel("test accuracy")
+    ax.set_xlabel({"latency_ms": "CPU latency per image, one value per network (ms)",
+                   "params": "parameters"}.get(x, x))
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or f"accuracy vs {x}")
-    return caption(fig, f"Up and to the left is better: a run is worth its {x} only if no cheaper run is as "
+    adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+    what = {"latency_ms": "latency", "params": "size"}.get(x, x)
+    return caption(fig, f"Up and to the left is better: a run is worth its {what} only if no cheaper run is as "
                         f"accurate; the star is the teacher.")
 
 

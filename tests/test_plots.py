@@ -48,3 +48,14 @@ def test_pareto_log_axis_has_readable_ticks():
     fig.canvas.draw()
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
     assert len(labels) >= 3 and "1M" in labels and "100k" in labels   # 1-2-5 steps, SI suffixes
+
+
+def test_pareto_by_latency_uses_one_latency_per_network_in_percent():
+    df = pd.DataFrame({"run": ["teacher", "kd", "dml", "small"], "seed": 0, "test_acc": [0.99, 0.97, 0.96, 0.95],
+                       "model": ["big", "student", "student", "tiny"], "params": [2e6, 5e5, 5e5, 1e5],
+                       "latency_ms": [2.0, 0.55, 1.07, 0.2]})     # one network timed at 0.55 and 1.07 ms
+    fig = plots.pareto(df, "latency_ms")
+    xs = {round(float(c.get_offsets()[0][0]), 3) for c in fig.axes[0].collections}
+    assert xs == {2.0, 0.81, 0.2}                     # kd and dml share their network's mean
+    ys = sorted(float(c.get_offsets()[0][1]) for c in fig.axes[0].collections)
+    assert ys == [95.0, 96.0, 97.0, 99.0] and "%" in fig.axes[0].get_ylabel()
