@@ -11,7 +11,7 @@ from IPython.display import Markdown, display
 
 from . import findings, plots
 from .losses import describe_method
-from .report import results_table
+from .tables import results_table
 from .results import load_histories, load_results
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import kd_helpers
 
 PKG = Path(kd_helpers.__file__).parent
-ORCHESTRATION = {"prune_sweep", "ablation", "study", "report", "method_report", "findings", "html_report", "publish",
-                 "plan", "executors"}
+ORCHESTRATION = {"prune_sweep", "ablation", "study", "report", "html_report", "publish", "plan", "executors", "tuning"}
+ANALYSIS = {"stats", "findings", "summary", "tables", "tuning_report", "plots", "method_report"}
 RUNS = {"experiment"}
 
 
@@ -38,9 +38,35 @@ def test_no_import_cycles():
         visit(m, [])
 
 
-def test_runs_and_below_never_import_orchestration():
+def test_runs_and_below_never_import_analysis_or_orchestration():
+    above = ORCHESTRATION | ANALYSIS
     for m, deps in GRAPH.items():
-        if m not in ORCHESTRATION:
-            assert not deps & ORCHESTRATION, f"{m} imports {deps & ORCHESTRATION}"
-        if m not in ORCHESTRATION | RUNS:
+        if m not in above:
+            assert not deps & above, f"{m} imports {deps & above}"
+        if m not in above | RUNS:
             assert not deps & RUNS, f"{m} imports the runs layer"
+
+
+# the analysis side reads the store (results) and configuration tables (presets, losses' docstrings)
+RUN_SIDE = ORCHESTRATION | RUNS | {"train"}
+
+
+def test_analysis_never_imports_the_run_side_or_orchestration():
+    for m in ANALYSIS:
+        assert m in GRAPH, f"{m} is not a module any more: update ANALYSIS"
+        assert not GRAPH[m] & RUN_SIDE, f"analysis module {m} imports {GRAPH[m] & RUN_SIDE}"
+
+
+def test_what_a_method_notebook_imports_does_not_load_the_runners():
+    """A method notebook's last cell (method_report) must not load submitit or the executors."""
+    import json
+    import subprocess
+    import sys
+    nb = json.loads((PKG.parent / "notebooks" / "13_dkd.ipynb").read_text())
+    lines = [line for c in nb["cells"] if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()
+             if line.startswith(("from kd_helpers", "import kd_helpers"))]
+    assert any("method_report" in line for line in lines)
+    code = "\n".join(lines + ["import sys", "print(sorted(m for m in sys.modules if m.startswith(('submitit', "
+                                             "'kd_helpers.executors', 'kd_helpers.study', 'kd_helpers.report'))))"])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
