@@ -111,3 +111,17 @@ def test_published_trials_keep_no_predictions_and_the_journals_travel(store, tmp
     publish.restore(to, fresh)
     assert tuning.finished(fresh, DS, "baseline", PROFILE)
     assert tuning_report.trials_summary(DS, PROFILE, fresh).loc["baseline", "trials"] == tuning_budget(DS, PROFILE)[0]
+
+
+def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
+    from kd_helpers.experiment import run
+    for name in ("baseline", "kd"):
+        tuning.tune(DS, name, PROFILE, store)
+        best = tuning.best_params(store, DS, name, PROFILE)
+        run(tuning.tuned_spec(name, DS, PROFILE, 0, best), store, profile=PROFILE, progress=False)
+    assert len(tuning_report.tuned_vs_published(DS, PROFILE, store)) == 2     # one code: the table is made
+    real = tuning_report.load_results
+    mixed = lambda *a, **k: real(*a, **k).assign(training_code=lambda d: [f"code{i % 2}" for i in range(len(d))])
+    monkeypatch.setattr(tuning_report, "load_results", mixed)
+    with pytest.raises(ValueError, match="tuned table mixes training code"):
+        tuning_report.tuned_vs_published(DS, PROFILE, store)
