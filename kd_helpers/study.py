@@ -115,7 +115,7 @@ def strip_machine_paths(path: Path) -> None:
 
 def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_dir=None, reports_dir=None,
               only=None, log=print, executor: str = "inline", jobs: int = 1, slurm: dict | None = None,
-              list_only: bool = False, pairs=None) -> dict:
+              list_only: bool = False, pairs=None, show_spec: bool = False) -> dict:
     known = [s.notebook for s in STEPS]
     unknown = sorted(set(only or ()) - set(known))
     if unknown:
@@ -166,7 +166,7 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
 
     pairs = [(s.notebook, ds) for s in steps if s.per_dataset for ds in chosen if family(ds) in s.families]
     if list_only:
-        return show_plan(pairs, profile, seeds, results_dir, data_dir, log)
+        return show_plan(pairs, profile, seeds, results_dir, data_dir, log, show_spec)
     log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds} executor={executor}")
     if executor != "inline":
         failed = run_plan(StudyPlan(tuple(pairs), profile, tuple(seeds), results_dir, data_dir),
@@ -187,8 +187,9 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     return timings
 
 
-def show_plan(pairs, profile, seeds, results_dir, data_dir, log=print) -> dict:
-    """List the study's runs by level with their state (finished / running / to train)."""
+def show_plan(pairs, profile, seeds, results_dir, data_dir, log=print, show_spec: bool = False) -> dict:
+    """List the study's runs by level with their state (finished / running / to train); with
+    ``show_spec`` each run's resolved config too (what its config.json will say), before anything trains."""
     from .executors import LEVELS, counts
     out = {}
     for level in LEVELS:
@@ -200,6 +201,12 @@ def show_plan(pairs, profile, seeds, results_dir, data_dir, log=print) -> dict:
         for j in todo:
             log(f"  {j.notebook:<20} {j.dataset:<10} {j.run:<40} seed {j.seed}"
                 f"{'  finished' if j.finished(results_dir) else ''}")
+            if show_spec and j.spec is not None:
+                from dataclasses import asdict
+
+                from .experiment import json_roundtrip
+                what = "tuning study, trial 0 (later trials vary the search space)" if j.tune else "config"
+                log(f"    {what}: {json.dumps(json_roundtrip(asdict(j.spec.resolved(data_dir))), sort_keys=True)}")
     return out
 
 
@@ -275,11 +282,12 @@ def main(argv=None):
                     help=f"study these teacher-student pairs on each dataset instead of the MLP/CNN family "
                          f"({', '.join(PAIRS)})")
     ap.add_argument("--plan", action="store_true", help="list the study's runs and their state, then exit")
+    ap.add_argument("--show-spec", action="store_true", help="with --plan: each run's resolved config too")
     args = ap.parse_args(argv)
     try:
         run_study(args.profile, args.datasets, args.seeds, args.data_dir, args.results_dir, args.reports_dir,
                   args.only, executor=args.executor, jobs=args.jobs, slurm=parse_options(args.slurm),
-                  list_only=args.plan, pairs=args.pairs)
+                  list_only=args.plan, pairs=args.pairs, show_spec=args.show_spec)
     except ValueError as e:
         ap.error(str(e))
     except NotebookFailed as e:

@@ -328,3 +328,14 @@ def test_waiting_for_a_lock_says_who_holds_it(tmp_path, capsys, monkeypatch):
         pass
     err = capsys.readouterr().err
     assert "held by another-node:7 since yesterday" in err and "turns stale in" in err
+
+
+def test_plan_show_spec_prints_each_runs_resolved_config_before_training(tmp_path):
+    from kd_helpers.study import run_study
+    lines = []
+    run_study("smoke", datasets=["mnist5k"], results_dir=str(tmp_path / "r"), only=["03_vanilla_kd"],
+              list_only=True, show_spec=True, log=lines.append)
+    configs = [json.loads(line.split("config: ", 1)[1]) for line in lines if line.strip().startswith("config: ")]
+    assert [c["run"] for c in configs] == ["baseline", "kd"]
+    assert configs[1]["loss"] == {"T": 20.0, "alpha": 0.1} and configs[1]["train"]["precision"] != "auto"
+    assert isinstance(configs[0]["data"]["val_size"], int) and not (tmp_path / "r").exists()
