@@ -75,13 +75,31 @@ def available(dataset: str, data_dir, log=print) -> bool:
         return False
 
 
+def _kernel_manager():
+    """A kernel manager whose kernels talk over IPC sockets in one temp directory: over TCP,
+    ipykernel warns on every start that the channel is unencrypted (16 warnings per study)."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            sockets = Path(tempfile.gettempdir()) / f"kd-study-kernels-{os.getuid()}"
+            sockets.mkdir(mode=0o700, exist_ok=True)
+            self.transport, self.ip = "ipc", str(sockets / f"kernel-{uuid.uuid4().hex[:12]}")
+    return IPCKernelManager
+
+
 def execute(nb: str, out: Path, params: dict, log=print) -> float:
     import papermill as pm
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(NOTEBOOK_DIR / f"{nb}.ipynb"), str(out), parameters=params,
-                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3")
+                            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3",
+                            kernel_manager_class=_kernel_manager())
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"Notebook {nb} failed ({params.get('dataset', 'all datasets')}): "
                              f"{e.ename}: {e.evalue}\n  Executed copy with the traceback: {out}") from None

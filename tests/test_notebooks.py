@@ -276,3 +276,15 @@ def test_executed_notebooks_name_repository_paths_relative_to_notebooks(tmp_path
     assert out.cells[0].source == 'results_dir = "../reports/paper/store"\ndata_dir = "/elsewhere/data"'
     assert out.metadata.papermill.parameters == {"results_dir": "../reports/paper/store", "seeds": [0]}
     assert out.cells[0].id == "injected-parameters"   # not papermill's random one: re-executions diff cleanly
+
+
+def test_the_runner_starts_kernels_without_the_unencrypted_tcp_warning(tmp_path, capfd):
+    import nbformat as nbf
+    from kd_helpers import study
+    nb = nbf.v4.new_notebook(cells=[nbf.v4.new_code_cell("print(1 + 1)")])
+    (tmp_path / "t.ipynb").write_text(nbf.writes(nb))
+    import papermill as pm
+    pm.execute_notebook(str(tmp_path / "t.ipynb"), str(tmp_path / "o.ipynb"), kernel_name="python3",
+                        progress_bar=False, kernel_manager_class=study._kernel_manager())
+    assert "without encryption" not in capfd.readouterr().err
+    assert nbf.read(tmp_path / "o.ipynb", 4).cells[0].outputs[0]["text"] == "2\n"
