@@ -46,6 +46,8 @@ def publish_run(src: Path, dst: Path, keep_weights: bool) -> None:
     same files). A tuning trial keeps no predictions: its validation logits serve no table."""
     verify_run(src)   # a damaged run is never published
     manifest = read_json(src / MANIFEST)
+    if (dst / MANIFEST).exists() and read_json(dst / MANIFEST) == manifest and not check_run(dst):
+        return   # ``src`` is a restored copy of this very published run
     if ((dst / MANIFEST).exists() and read_json(dst / MANIFEST).get("published_from") == manifest
             and read_json(dst / MANIFEST).get("format") == FORMAT and (dst / "model.pt").exists() == keep_weights
             and not check_run(dst)):

@@ -152,3 +152,13 @@ def test_figures_rerun_on_a_published_store_trains_nothing(store, tmp_path, monk
     assert distill("kd", "mnist5k", "smoke", seeds=[0], results_dir=out, progress=False)   # finished: read
     with pytest.raises(ReuseOnly, match="KD_REUSE_ONLY=1 forbids training"):
         distill("baseline", "mnist5k", "smoke", seeds=[0], results_dir=out, progress=False)
+
+
+def test_publishing_a_restored_store_back_rewrites_nothing(store, tmp_path):
+    from kd_helpers.publish import restore
+    out = tmp_path / "pub"
+    publish(store, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    restore(out, tmp_path / "fresh")          # a fresh clone continues the study ...
+    publish(tmp_path / "fresh", out)          # ... and publishes its new runs beside the old ones
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
