@@ -4,14 +4,13 @@ as the executed notebooks carry them) and an index page linking them in study or
     python -m kd_helpers.html_report --profile paper        (make html PROFILE=paper)
 
 Pages are written to ``reports/<profile>/html/``, code hidden (each page links its executed
-notebook), equations rendered by a local copy of MathJax installed from the npm registry.
+notebook), equations pre-rendered as MathML (no network, no script).
 """
 from __future__ import annotations
 
 import argparse
 import html
-import shutil
-import subprocess
+import re
 from pathlib import Path
 
 import nbformat
@@ -55,62 +54,72 @@ def settings_last(nb):
     return nb
 
 
-MATHJAX = "mathjax@2.7.9"   # the version nbconvert's template configures (MathJax 2), from the npm registry
-MATHJAX_CACHE = Path.home() / ".cache" / "kd-study" / "npm"
+_DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)
+_INLINE = re.compile(r"(?<![\\$])\$(?![\$\s])([^$\n]+?)(?<!\s)\$")
+# nbconvert's page head loads MathJax and require.js from a CDN; the pages need neither
+_CDN_SCRIPTS = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->|"
+                          r"<script[^>]*src=\"https://cdnjs[^\"]*\"[^>]*>\s*</script>", re.S)
 
 
-def local_mathjax(out: Path, cache: Path = MATHJAX_CACHE) -> Path | None:
-    """MathJax copied into ``out/mathjax`` (installed once from the npm registry into ``cache``),
-    so equations render without network; None when npm or the registry is unavailable (the pages
-    then load MathJax from its CDN, and show LaTeX source offline)."""
-    pkg = cache / "node_modules" / "mathjax"
-    if not (pkg / "MathJax.js").exists() and shutil.which("npm"):
-        subprocess.run(["npm", "install", "--silent", "--no-save", "--no-audit", "--no-fund", "--prefix", str(cache),
-                        MATHJAX], capture_output=True, timeout=600, check=False)
-    if not (pkg / "MathJax.js").exists():
-        return None
-    shutil.copytree(pkg, out / "mathjax", dirs_exist_ok=True)
-    return out / "mathjax" / "MathJax.js"
+def mathml(text: str) -> str:
+    """``$$...$$`` and ``$...$`` as MathML (``latex2mathml``), which browsers render natively:
+    the pages show typeset math with no network and no script."""
+    from latex2mathml.converter import convert
+    text = _DISPLAY.sub(lambda m: convert(m.group(1).strip(), display="block"), text)
+    return _INLINE.sub(lambda m: convert(m.group(1)), text)
 
 
-def describe(nb) -> str:
-    """A notebook's one-line description: the first sentence after its title."""
+def prerender_math(nb):
+    """Every markdown cell and markdown output of ``nb`` with its math as MathML."""
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            c.source = mathml(c.source)
+        for o in c.get("outputs", []):
+            if "text/markdown" in o.get("data", {}):
+                o["data"]["text/markdown"] = mathml(o["data"]["text/markdown"])
+    return nb
+
+
+def describe(nb, limit: int = 160) -> str:
+    """A notebook's one-line description: the first sentence after its title, without its math
+    and markdown marks, at most ``limit`` characters."""
     for c in nb.cells:
         if c.cell_type == "markdown" and c.source.lstrip().startswith("#"):
             rest = " ".join(line for line in c.source.splitlines()[1:] if line.strip() and not line.startswith(("$", "-", "|")))
-            return (rest.split(". ")[0].rstrip(".") + ".") if rest else ""
+            rest = _INLINE.sub("", _DISPLAY.sub("", rest))
+            rest = re.sub(r"[*`]", "", rest).split(". ")[0].rstrip(" .:,")
+            return (rest[:limit].rsplit(" ", 1)[0] + " ...") if len(rest) > limit else (rest + "." if rest else "")
     return ""
 
 
 def render(profile: str, reports_dir=None) -> Path:
-    """Render every executed notebook of ``profile`` (code hidden, math rendered from a local
-    MathJax) and the index (the report first, then a table of notebooks x studies); return the
+    """Render every executed notebook of ``profile`` (code hidden, math as MathML, nothing loaded
+    from the network) and the index (the report first, then a table of notebooks x studies); return the
     index path."""
     from nbconvert import HTMLExporter
     reports = Path(reports_dir or REPO_ROOT / "reports" / profile)
     out = reports / "html"
     out.mkdir(parents=True, exist_ok=True)
-    mathjax = local_mathjax(out)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     pages: dict[str, dict[str, Path]] = {}
     titles, descriptions = {}, {}
     for ds, path in executed_notebooks(reports):
         nb = settings_last(nbformat.read(path, as_version=4))
+        descriptions[path.stem] = describe(nb)
+        nb = prerender_math(nb)
         nb.metadata.pop("papermill", None)   # input/output paths of the machine that ran it
         rel = Path(ds) / f"{path.stem}.html" if ds else Path(f"{path.stem}.html")
         up = "../" * (len(rel.parts) - 1)
-        if mathjax is not None:
-            exporter.mathjax_url = f"{up}mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe"
         source = f"{up}../{path.relative_to(reports).as_posix()}"
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
             f"<small>Code hidden: the executed notebook with its code is [{path.relative_to(reports).as_posix()}]"
             f"({source}) (reports/{profile}/); its source is notebooks/{path.name}. "
             f"[All notebooks]({up}index.html)</small>"))
         body, _ = exporter.from_notebook_node(nb)
-        atomic_write_text(out / rel, body)
+        atomic_write_text(out / rel, _CDN_SCRIPTS.sub("", body))
         pages.setdefault(path.stem, {})[ds] = rel
-        titles[path.stem], descriptions[path.stem] = _title(nb), describe(nb)
+        titles[path.stem] = _title(nb)
     studies = sorted({ds for p in pages.values() for ds in p if ds})
     first = [nb for nb in pages if "" in pages[nb]]           # the report and the statistics: read first
     order = sorted(first, key=lambda n: n != "31_report") + [nb for nb in pages if nb not in first]

@@ -87,6 +87,11 @@ def learning_curves(hist: pd.DataFrame, runs=None, metric: str = "val_acc", titl
         pad = max(0.1 * (hi - lo), 0.002)
         ax.set_ylim(lo - pad, min(hi + pad, 1.0 + pad / 2))
     ax.set_title(title or metric)
+    if "acc" in metric:   # in percent, as every table
+        from matplotlib.ticker import PercentFormatter
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+        ax.set_ylabel(metric.replace("val_", "validation ").replace("test_", "test ").replace("_acc", " accuracy")
+                      .replace("acc", "accuracy") + " (%)")
     if len(h):
         ax.legend(fontsize=8)
     else:   # e.g. a study with only its teacher so far
@@ -103,7 +108,9 @@ def accuracy_ci(summary: pd.DataFrame, title: str = "Test accuracy (mean, 95% CI
     err = np.nan_to_num(err)
     ax.errorbar(s["mean"], np.arange(len(s)), xerr=err, fmt="o", capsize=3)
     ax.set_yticks(np.arange(len(s)), [f"{r} (n={n})" for r, n in zip(s.run, s.n)])
-    ax.set_xlabel("test accuracy")
+    from matplotlib.ticker import PercentFormatter
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.set_xlabel("test accuracy (%)")
     ax.set_title(title)
     return caption(fig, "Each interval counts seed-to-seed and test-image variance; whether two methods differ "
                         "is the paired verdict test's question, not the overlap's.")

@@ -59,3 +59,14 @@ def test_pareto_by_latency_uses_one_latency_per_network_in_percent():
     assert xs == {2.0, 0.81, 0.2}                     # kd and dml share their network's mean
     ys = sorted(float(c.get_offsets()[0][1]) for c in fig.axes[0].collections)
     assert ys == [95.0, 96.0, 97.0, 99.0] and "%" in fig.axes[0].get_ylabel()
+
+
+def test_accuracy_axes_are_in_percent_like_the_tables():
+    hist = pd.DataFrame({"run": ["a"] * 3, "seed": 0, "epoch": [1, 2, 3], "val_acc": [0.90, 0.95, 0.97]})
+    ax = plots.learning_curves(hist).axes[0]
+    ax.figure.canvas.draw()
+    assert ax.get_ylabel() == "validation accuracy (%)" and all(t.get_text().endswith("%") for t in ax.get_yticklabels() if t.get_text())
+    summ = pd.DataFrame({"run": ["a", "b"], "mean": [0.9, 0.95], "ci_low": [0.89, 0.94], "ci_high": [0.91, 0.96], "n": 3})
+    ax = plots.accuracy_ci(summ).axes[0]
+    ax.figure.canvas.draw()
+    assert ax.get_xlabel() == "test accuracy (%)" and any(t.get_text().endswith("%") for t in ax.get_xticklabels())
