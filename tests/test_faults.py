@@ -4,6 +4,7 @@ that names the file or setting and says what to do (README: "What survives what"
 import errno
 import gzip
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -477,3 +478,23 @@ def test_two_image_trees_never_share_a_store_directory():
     a, b = run_dir("/s", "imagefolder:/x/a_b", "kd", 0), run_dir("/s", "imagefolder:/x/a/b", "kd", 0)
     assert a != b and a.parent.parent.name.startswith("imagefolder__x_a_b-")
     assert run_dir("/s", "cifar10@resnet56-resnet20", "kd", 0).parent.parent.name == "cifar10@resnet56-resnet20"
+
+
+def test_a_kill_between_the_manifest_and_the_clean_up_leaves_nothing_behind_for_good(store):
+    from kd_helpers.experiment import lock_path
+    d = run_dir(store, "mnist5k", "kd", 0)
+    (d / "checkpoint.pt").write_bytes(b"x" * 1000)                       # the clean-up never ran
+    lock_path(d).write_text(json.dumps({"host": "vm-gone", "pid": 1}))    # nor did the lock's release
+    old = time.time() - 3600
+    os.utime(lock_path(d), (old, old))
+    distill("kd", "mnist5k", "smoke", results_dir=store, progress=False)  # reused, and tidied
+    assert not (d / "checkpoint.pt").exists() and not lock_path(d).exists()
+
+
+def test_train_log_is_in_the_manifest_and_checked(store):
+    from kd_helpers.results import check_run
+    d = run_dir(store, "mnist5k", "kd", 0)
+    assert "train.log" in json.loads((d / MANIFEST).read_text())
+    with open(d / "train.log", "a") as f:
+        f.write("edited\n")
+    assert any("train.log" in p for p in check_run(d))

@@ -337,3 +337,20 @@ def test_overdispersion_against_mcnemars_model():
     wild = stats.overdispersion([[0.01, -0.01, 0.02], [0.0, 0.02, -0.02]], v)
     assert calm["df"] == 4 and calm["ratio"] < 1.5 and calm["p"] > 0.05
     assert wild["ratio"] > 100 and wild["p"] < 1e-6
+
+
+def test_the_forest_plot_puts_tuned_rows_beside_the_published_ones():
+    from kd_helpers import summary
+    vs = pd.DataFrame({"run": ["kd", "dkd"], "baseline": "baseline", "diff": [0.01, -0.02], "diff_ci_low": [0.0, -0.03],
+                       "diff_ci_high": [0.02, -0.01], "verdict": ["better", "worse"]})
+    tuned = vs.assign(run=["tuned_kd", "tuned_dkd"], diff=[0.015, 0.0], verdict="no significant difference")
+    orig = summary.comparisons
+    try:
+        summary.comparisons = lambda df, d: vs
+        fig = summary.forest(pd.DataFrame({"dataset": ["mnist"]}), {"mnist": tuned}, datasets=("mnist",))
+    finally:
+        summary.comparisons = orig
+    ax = fig.axes[0]
+    markers = [l for l in ax.lines if l.get_marker() in ("o", "D")]
+    assert sorted(l.get_marker() for l in markers) == ["D", "D", "o", "o"]          # two rows per method
+    assert sorted(round(float(x), 1) for l in markers for x in l.get_xdata()) == [-2.0, 0.0, 1.0, 1.5]
