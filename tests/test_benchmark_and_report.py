@@ -73,26 +73,22 @@ def test_update_readme_rewrites_only_the_marked_section(store, tmp_path):
     assert "training precision:" in text and "commit" in text
 
 
-def test_timings_block_comes_from_the_runners_file(tmp_path):
-    rep = tmp_path / "reports"
-    record_timings(rep / "timings.json", "paper", [0], {
-        "mnist/01_teacher": {"s": 150.0, "trained_runs": 1, "precision": "bfloat16", "commit": "abc1234",
-                             "machine": "Some CPU, 2 cores", "started": "2026-11-22 09:00"},
-        "mnist/00_data": 12.0,   # a record from before the metadata existed
-        "mnist/20_pruning": 60.0, "31_report": 6.0})
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{TSTART}\nold\n{TEND}\n{START}\nkept\n{END}\n")
-    update_readme_timings("paper", rep, readme)
-    text = readme.read_text()
-    assert "old" not in text and "kept" in text and "Some CPU, 2 cores" in text
-    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in text.splitlines() if r.startswith("| mnist")]
-    assert {r[1]: r[2] for r in rows}["01_teacher"] == "0"   # each row names its seeds
-    rows = {r[1]: r[3:] for r in rows}   # notebook -> minutes, runs, precision, commit, started, machine
-    assert rows["01_teacher"] == ["2.5", "1", "bfloat16", "abc1234", "2026-11-22 09:00", "Some CPU, 2 cores"]
-    assert rows["00_data"][:2] == ["0.2", "?"] and rows["**teacher + methods**"][0] == "2.7"
-    assert rows["**total**"][0] == "3.7"
-    assert list(rows)[:3] == ["00_data", "01_teacher", "20_pruning"]   # study order, not alphabetical
-    assert text.index("| mnist") < text.index("| all datasets")
+def test_the_cost_block_sums_the_runs_own_training_time_per_notebook(store, tmp_path):
+    """Not the time a re-execution took: each run's recorded train_s, summed per study and the
+    notebook whose plan lists it (teacher: 01_teacher, kd: 03_vanilla_kd)."""
+    doc = tmp_path / "results.md"
+    doc.write_text(f"intro\n{TSTART}\nold\n{TEND}\n{START}\nkept\n{END}\n")
+    update_readme_timings("smoke", readme=doc, results_dir=store)
+    text = doc.read_text()
+    assert "old" not in text and "kept" in text and "own training time" in text
+    rows = {r[1]: r for r in ([c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+                              if line.startswith("| mnist5k"))}
+    df = load_results(store)
+    for nb, runs in (("01_teacher", ["teacher"]), ("03_vanilla_kd", ["kd"])):
+        g = df[df.run.isin(runs)]
+        assert rows[nb][2] == str(len(g)) and float(rows[nb][3]) == round(g.train_s.sum() / 3600, 2)
+    assert rows["**total**"][2] == str(len(df))
+    assert list(rows)[:2] == ["01_teacher", "03_vanilla_kd"]   # study order
 
 
 def test_provenance_counts_precisions_and_old_runs_count_as_fp32(store):
