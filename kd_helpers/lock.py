@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .util import DiskFull
+from .util import DiskFull, pid_alive
 
 HEARTBEAT_S = 20.0
 
@@ -62,16 +62,6 @@ def _owner(path: Path) -> dict | None:
         return {}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _started(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks since boot, /proc), or None where unknown."""
     try:
@@ -88,7 +78,7 @@ def stale_in(path: Path, owner: dict) -> float | None:
     owner lives (it never goes stale by age)."""
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
         pid = owner["pid"]
-        alive = _alive(pid) and (owner.get("started") is None or _started(pid) in (None, owner["started"]))
+        alive = pid_alive(pid) and (owner.get("started") is None or _started(pid) in (None, owner["started"]))
         return None if alive else 0.0
     try:
         beat = path.stat().st_mtime

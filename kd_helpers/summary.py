@@ -52,7 +52,14 @@ def compact_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
     return pd.DataFrame(rows)
 
 
-def abstract(df: pd.DataFrame, tuning_status: list[str] | None = None) -> str:
+def all_comparisons(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """``comparisons`` of every dataset of ``df``: computed once, shared by the abstract, the tables
+    and the figure (each ``versus_baselines`` reads every run's predictions)."""
+    return {d: comparisons(df, d) for d in sorted(set(df.dataset))}
+
+
+def abstract(df: pd.DataFrame, tuning_status: list[str] | None = None,
+             vs: dict[str, pd.DataFrame] | None = None) -> str:
     """4-6 sentences: what was compared on what, the verdicts with their sizes, what the design
     could not detect, how close the reference numbers came, and where the tuning stands."""
     main = [d for d in MAIN if d in set(df.dataset)]
@@ -69,22 +76,23 @@ def abstract(df: pd.DataFrame, tuning_status: list[str] | None = None) -> str:
            f"{'-'.join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else seeds[0]} seeds per run at the "
            f"literature hyper-parameters, judging each method by a test that counts seed-to-seed and test-image "
            f"variance (Holm over the methods of a dataset)."]
+    given = vs or {}
     detect = []
     for d in main:
-        vs = comparisons(df, d)
-        if vs.empty:
+        v = given[d] if d in given else comparisons(df, d)
+        if v.empty:
             continue
-        better = vs[vs.verdict == "better"]
-        worse = vs[vs.verdict == "worse"]
+        better = v[v.verdict == "better"]
+        worse = v[v.verdict == "worse"]
         name = "CIFAR-10" if d == "cifar10" else "MNIST"
         said = [f"`{r.run}` beats its baseline by {100 * r.diff:+.2f} points "
                 f"[{100 * r.diff_ci_low:+.2f}, {100 * r.diff_ci_high:+.2f}]" for r in better.itertuples()]
         said += [f"`{r.run}` is worse than its baseline by {-100 * r.diff:.2f} points [{100 * r.diff_ci_low:+.2f}, "
                  f"{100 * r.diff_ci_high:+.2f}]" for r in worse.itertuples()]
-        rest = len(vs) - len(better) - len(worse)
+        rest = len(v) - len(better) - len(worse)
         out.append(f"On {name}, {'; '.join(said) if said else 'no method differs significantly from its baseline'}"
                    f"{f', and the other {rest} show no significant difference' if said and rest else ''}.")
-        dd = detectable(vs)
+        dd = detectable(v)
         if dd:
             detect.append(f"{100 * dd['mde']:.2f} points on {name}")
     if detect:
@@ -105,11 +113,13 @@ def abstract(df: pd.DataFrame, tuning_status: list[str] | None = None) -> str:
     return " ".join(out)
 
 
-def forest(df: pd.DataFrame, tuned: dict[str, pd.DataFrame] | None = None, datasets=MAIN):
+def forest(df: pd.DataFrame, tuned: dict[str, pd.DataFrame] | None = None, datasets=MAIN,
+           vs: dict[str, pd.DataFrame] | None = None):
     """Per dataset, every method's difference to its own no-KD baseline with the seed-and-image
     test's 95% interval, coloured by verdict; tuned rows (``tuned[dataset]``, a
     ``versus_baselines`` frame) beside the as-published ones once they exist."""
-    blocks = {d: comparisons(df, d) for d in datasets if d in set(df.dataset)}
+    vs = vs or {}
+    blocks = {d: vs[d] if d in vs else comparisons(df, d) for d in datasets if d in set(df.dataset)}
     blocks = {d: vs for d, vs in blocks.items() if not vs.empty}
     panels = list(blocks)
     if not panels:

@@ -104,7 +104,7 @@ def _pruner(n_trials: int, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=max(2, n_trials // 4), n_warmup_steps=max(1, epochs // 4))
 
 
-def open_study(root, dataset: str, name: str, profile: str, number: int = 0) -> optuna.Study:
+def open_study(root, dataset: str, name: str, profile: str) -> optuna.Study:
     """The (dataset, variant) study in the store, created on first use."""
     path = journal_path(root, dataset, name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def open_study(root, dataset: str, name: str, profile: str, number: int = 0) -> 
     epochs = spec_for(name, dataset, profile).train.epochs
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(storage=storage, study_name=f"{dataset}/{name}", direction="maximize",
-                               load_if_exists=True, sampler=_sampler(f"{dataset}/{name}", n, number), pruner=_pruner(n, epochs))
+                               load_if_exists=True, sampler=_sampler(f"{dataset}/{name}", n, 0), pruner=_pruner(n, epochs))
 
 
 def load_study(root, dataset: str, name: str) -> optuna.Study | None:
@@ -129,18 +129,20 @@ def load_study(root, dataset: str, name: str) -> optuna.Study | None:
 _DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
-def finished(root, dataset: str, name: str, profile: str) -> bool:
-    """Whether the study has its whole budget of trials told (complete, pruned or failed)."""
-    study = load_study(root, dataset, name)
+def _finished(study: optuna.Study | None, dataset: str, profile: str) -> bool:
     n = tuning_budget(dataset, profile)[0]
     return study is not None and sum(t.state in _DONE for t in study.get_trials(deepcopy=False)) >= n
 
 
+def finished(root, dataset: str, name: str, profile: str) -> bool:
+    """Whether the study has its whole budget of trials told (complete, pruned or failed)."""
+    return _finished(load_study(root, dataset, name), dataset, profile)
+
+
 def best_params(root, dataset: str, name: str, profile: str) -> dict | None:
     """The best complete trial's parameters once the study is finished, else None."""
-    if not finished(root, dataset, name, profile):
-        return None
-    return dict(load_study(root, dataset, name).best_trial.params)
+    study = load_study(root, dataset, name)
+    return dict(study.best_trial.params) if _finished(study, dataset, profile) else None
 
 
 def _tell_from_run(study: optuna.Study, t: optuna.trial.FrozenTrial, out: Path) -> None:
@@ -171,7 +173,7 @@ def _next(root, dataset, name, profile, n) -> tuple[optuna.Study, optuna.trial.F
                 return study, t
         if len(trials) >= n and not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
             return None
-        study = open_study(root, dataset, name, profile, number=len(trials))
+        study.sampler = _sampler(f"{dataset}/{name}", n, len(trials))   # seeded by the trial's number
         trial = study.ask({k: _distribution(r) for k, r in space(name).items()})
         return study, study.get_trials(deepcopy=False)[trial.number]
 
@@ -209,16 +211,6 @@ def tune(dataset: str, name: str, profile: str = "quick", results_dir=None, data
             if study.get_trials(deepcopy=False)[t.number].state == optuna.trial.TrialState.RUNNING:
                 _tell_from_run(study, t, r["dir"])
     return load_study(root, dataset, name)
-
-
-def trials_table(root, dataset: str, name: str):
-    """One row per trial: number, state, objective, epochs trained, parameters."""
-    import pandas as pd
-    study = load_study(root, dataset, name)
-    if study is None:
-        return pd.DataFrame()
-    return study.trials_dataframe(attrs=("number", "state", "value", "params"))
-
 
 
 def space_table(dataset: str, profile: str):

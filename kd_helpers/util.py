@@ -39,7 +39,7 @@ def _atomic(path: Path, write) -> None:
     host = platform.node().replace(".", "_")
     for stale in path.parent.glob(f".{path.name}.{host}-*.tmp"):
         pid = stale.name[len(f".{path.name}.{host}-"):].split(".")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{host}-{os.getpid()}.", suffix=".tmp")
     try:
@@ -57,7 +57,8 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -60,12 +60,16 @@ def vec_pair(c, ds=4, dt=4, n_feats=2):
     return Pair(num_classes=c, s_shapes=[(ds,)] * n_feats, t_shapes=[(dt,)] * n_feats)
 
 
+
+def logits(inputs: dict):
+    """A fixture case's student logits (with gradient), teacher logits and labels."""
+    return tensor(inputs["s_logits"]), tensor(inputs["t_logits"], False), labels(inputs["y"])
+
 @pytest.mark.parametrize("name", ["kd", "dist", "dkd"])
 def test_logit_methods_match_their_reference(name):
     fx = load(name)
     for case in fx["cases"]:   # ordinary and large logits
-        zs, zt, y = tensor(case["inputs"]["s_logits"]), tensor(case["inputs"]["t_logits"], False), \
-            labels(case["inputs"]["y"])
+        zs, zt, y = logits(case["inputs"])
         loss = build_loss(name, vec_pair(zs.shape[1]), **fx["params"])
         check(total(loss((zs, []), (zt, []), y)), {"s_logits": zs}, case)
 
@@ -75,7 +79,7 @@ def test_hint_methods_match_their_reference(name):
     fx = load(name)
     case = fx["cases"][0]
     i = case["inputs"]
-    zs, zt, y = tensor(i["s_logits"]), tensor(i["t_logits"], False), labels(i["y"])
+    zs, zt, y = logits(i)
     fs, ft = tensor(i["s_feat"]), tensor(i["t_feat"], False)
     loss = build_loss(name, vec_pair(zs.shape[1]), **fx["params"])
     loss.start_epoch(0, 10)
@@ -87,7 +91,7 @@ def test_at_matches_the_authors_code_with_beta_times_the_sum():
     fx = load("at")
     case = fx["cases"][0]
     i = case["inputs"]
-    zs, zt, y = tensor(i["s_logits"]), tensor(i["t_logits"], False), labels(i["y"])
+    zs, zt, y = logits(i)
     s = [tensor(f) for f in i["s_feats"]]
     t = [tensor(f, False) for f in i["t_feats"]]
     emb = torch.zeros(len(y), 3)
@@ -191,7 +195,7 @@ def test_srd_connects_the_last_spatial_map_as_the_seed_study(name):
     fx = load(name)
     case = fx["cases"][0]
     i = case["inputs"]
-    zs, zt, y = tensor(i["s_logits"]), tensor(i["t_logits"], False), labels(i["y"])
+    zs, zt, y = logits(i)
     smap, tmap = tensor(i["s_map"]), tensor(i["t_map"], False)
     teacher = MapTeacher(torch.tensor(i["teacher_fc_weight"]), torch.tensor(i["teacher_fc_bias"]))
     c = zs.shape[1]
