@@ -54,7 +54,7 @@ def local(pairs, seeds, results_dir, jobs) -> float:
 
 
 def main(argv=None):
-    from kd_helpers.study import STEPS
+    from kd_helpers.plan import STEPS
     from kd_helpers.util import cpu_model, physical_cores
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2)

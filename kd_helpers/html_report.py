@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from .study import STEPS
+from .plan import STEPS
 from .util import REPO_ROOT, atomic_write_text
 
 

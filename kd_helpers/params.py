@@ -98,13 +98,27 @@ RULES = {
     "dataset": _dataset, "datasets": _datasets, "profile": _choice(*PROFILES), "seeds": _seeds,
     "teacher_seeds": _seeds, "prune_seeds": _seeds_or_none, "tuned_seeds": _seeds_or_none, "data_dir": _path_or_none, "results_dir": _path_or_none,
     "reference": _str, "ablation": _bool,
-    # temperatures and scales must be positive; weights non-negative; shares in [0, 1]
+    # loss hyper-parameters tighter than the rule their signatures give (``loss_rule``):
+    # temperatures and scales positive, shares in [0, 1], a bounded number of peer networks
     "T": _num(0, lo_open=True), "tau": _num(0, lo_open=True), "p": _num(0, lo_open=True),
-    "alpha": _num(0, 1), "beta": _num(0), "gamma": _num(0), "w_d": _num(0), "w_a": _num(0), "lam": _num(0),
-    "beta_one_stage": _num(0), "stage1_frac": _num(0, 1), "peers": _num(1, 8, integer=True),
-    "warmup": _num(0, integer=True), "finetune_epochs": _num(1, integer=True),
+    "alpha": _num(0, 1), "stage1_frac": _num(0, 1), "peers": _num(1, 8, integer=True),
+    "beta_one_stage": _num(0), "finetune_epochs": _num(1, integer=True),
     "amounts": _fractions, "kinds": _list_of(("unstructured", "structured")), "finetune": _list_of(("ce", "kd")),
 }
+
+
+def loss_rule(name: str):
+    """The rule for a parameter named like a loss hyper-parameter that ``RULES`` does not list,
+    from the defaults in the loss signatures (``losses.hparams``): a number of the defaults'
+    type (an integer if every default is one), non-negative unless a default is negative, or
+    None (the study's value). None when no loss has a numeric default of that name: then the
+    parameter needs a rule in ``RULES``."""
+    from .losses import LOSSES, hparams
+    defaults = [hp[name] for m in LOSSES if name in (hp := hparams(m))]
+    kinds = {type(d) for d in defaults}
+    if not defaults or not kinds <= {int, float}:
+        return None
+    return _num(0 if all(d >= 0 for d in defaults) else -math.inf, integer=kinds == {int})
 
 
 # a parameter left None takes another's value (20_pruning: prune every seed the study trains)
@@ -142,10 +156,10 @@ def check_parameters(namespace: dict, notebook: str) -> dict:
         raise ParameterError(f"Notebook {notebook} has no parameter {', '.join(map(repr, unknown))}. "
                              f"Its parameters: {', '.join(names)}.")
     for name in names:
-        rule = RULES.get(name)
+        rule = RULES.get(name) or loss_rule(name)
         if rule is None:
             raise ParameterError(f"Parameter '{name}' of notebooks/{notebook}.ipynb has no rule in "
-                                 f"kd_helpers/params.py RULES: add one.")
+                                 f"kd_helpers/params.py RULES and is no loss's numeric hyper-parameter: add one.")
         problem = rule(given.get(name))
         if problem:
             raise ParameterError(f"Notebook {notebook}: parameter {name}={given.get(name)!r} is not accepted; "
@@ -153,4 +167,4 @@ def check_parameters(namespace: dict, notebook: str) -> dict:
     return resolved({name: given.get(name) for name in names})
 
 
-__all__ = ["ParameterError", "RULES", "check_parameters", "declared"]
+__all__ = ["ParameterError", "RULES", "check_parameters", "declared", "loss_rule"]

@@ -131,11 +131,11 @@ def _rkd(p):
             + _runs("rkd_ref", p))
 
 
-def _pruning(p, results_dir=None):
+def _pruning(p):
     """The two pruning sources (baseline and KD, then every pruned + fine-tuned run of the best
     distilled student and of the baseline); the latter only once the students are trained."""
     out = _runs("baseline", p, "prune_seeds") + _runs("kd", p, "prune_seeds")
-    df = load_results(results_dir, p["profile"])
+    df = load_results(p["results_dir"], p["profile"])
     try:
         best = best_run(df, p["dataset"], model=preset(p["dataset"], p["profile"]).student) if len(df) else None
     except ValueError:
@@ -153,10 +153,10 @@ def _pruning(p, results_dir=None):
     return out
 
 
-def _tuning(p, results_dir=None):
+def _tuning(p):
     """A study per variant (its trials), then each finished study's best configuration on the
     tuned seeds (``tuned_seeds``: None is the profile's budget, presets.TUNED_SEEDS)."""
-    root = results_root(results_dir, p["profile"])
+    root = results_root(p["results_dir"], p["profile"])
     n_seeds = tuning_budget(p["dataset"], p["profile"])[1]
     seeds = p["tuned_seeds"] or list(range(n_seeds))
     out = []
@@ -171,35 +171,63 @@ def _tuning(p, results_dir=None):
     return out
 
 
-# notebook -> its runs, given its parameters (plus "notebook"); one entry per training notebook
-NOTEBOOKS: dict[str, Callable] = {
-    "01_teacher": _teacher,
-    "02_student_baseline": lambda p: _runs("baseline", p) + _runs("baseline_mod", p) + _runs("fitnet_baseline", p),
-    "03_vanilla_kd": _method("kd"),
-    "04_fitnets": _fitnets,
-    "05_rkd": _rkd,
-    "06_feature_kd": _method("feature_kd", "kd"),
-    "07_at": _method("at", "kd"),
-    "08_dml": _method("dml", "kd"),
-    "09_byot": _method("byot", "kd"),
-    "10_dist": _method("dist", "kd"),
-    "11_srd": _method("srd", "kd"),
-    "12_srd_dist": _method("srd_dist", "kd", "srd"),
-    "13_dkd": _method("dkd", "kd"),
-    "14_tuning": _tuning,
-    "20_pruning": _pruning,
-}
-# notebooks whose runs depend on earlier results in the store (planned again as they finish)
-FROM_STORE = (_pruning, _tuning)
+@dataclass(frozen=True)
+class Step:
+    """One notebook of the study, in the order the study runs them: the runs it trains (a
+    function of its resolved parameters, ``results_dir`` included; None: it trains nothing) and
+    the model families (``presets.family``) it applies to, with the reason it skips the others."""
+    notebook: str
+    runs: Callable[[dict], list[Job]] | None = None
+    per_dataset: bool = True
+    families: tuple[str, ...] = ("mlp", "cnn", "pair")
+    why_not: str = ""
+
+
+# The study, one line per notebook: adding a method = one loss file, one notebook, one line here.
+STEPS: tuple[Step, ...] = (
+    Step("00_data"),
+    Step("01_teacher", _teacher),
+    Step("02_student_baseline",
+         lambda p: _runs("baseline", p) + _runs("baseline_mod", p) + _runs("fitnet_baseline", p),
+         families=("mlp", "cnn"),
+         why_not="its variants (modified student, thin-deep FitNet) belong to the MLP/CNN family; "
+                 "a pair's baseline is in every method notebook"),
+    Step("03_vanilla_kd", _method("kd")),
+    Step("04_fitnets", _fitnets),
+    Step("05_rkd", _rkd),
+    Step("06_feature_kd", _method("feature_kd", "kd")),
+    Step("07_at", _method("at", "kd"), families=("cnn", "pair"),
+         why_not="AT needs spatial feature maps; MLP features are vectors"),
+    Step("08_dml", _method("dml", "kd")),
+    Step("09_byot", _method("byot", "kd")),
+    Step("10_dist", _method("dist", "kd")),
+    Step("11_srd", _method("srd", "kd")),
+    Step("12_srd_dist", _method("srd_dist", "kd", "srd")),
+    Step("13_dkd", _method("dkd", "kd")),
+    Step("14_tuning", _tuning, families=("mlp", "cnn"),
+         why_not="the tuned comparison is the main study's (a residual pair's 240-epoch protocol is a GPU's)"),
+    Step("20_pruning", _pruning),
+    Step("30_statistics", per_dataset=False),
+    Step("31_report", per_dataset=False),
+)
+
+
+def step(notebook: str) -> Step:
+    """The study's entry for ``notebook``; a name not in ``STEPS`` is an error naming the known ones."""
+    for s in STEPS:
+        if s.notebook == notebook:
+            return s
+    raise ValueError(f"No notebook {notebook!r} in the study (kd_helpers/plan.py STEPS): add its line there. "
+                     f"Notebooks: {', '.join(s.notebook for s in STEPS)}.")
 
 
 def jobs(notebook: str, params: dict, results_dir=None) -> list[Job]:
     """The runs ``notebook`` trains with ``params`` (missing ones: its parameters cell's defaults)."""
-    if notebook not in NOTEBOOKS:
+    make = step(notebook).runs
+    if make is None:
         return []
     p = resolved({**declared(notebook), **params, "notebook": notebook})
-    make = NOTEBOOKS[notebook]
-    listed = make(p, results_dir or p.get("results_dir")) if make in FROM_STORE else make(p)
+    listed = make({**p, "results_dir": results_dir or p.get("results_dir")})
     unique: dict[tuple, Job] = {}
     for j in listed:
         unique.setdefault(j.key, j)   # the ablation lists the study's own teacher again
@@ -248,4 +276,4 @@ class StudyPlan:
         return study_jobs(self.steps, self.profile, self.seeds, self.results_dir, self.data_dir, level=level)
 
 
-__all__ = ["Job", "NOTEBOOKS", "StudyPlan", "jobs", "train", "study_jobs"]
+__all__ = ["Job", "STEPS", "Step", "StudyPlan", "jobs", "step", "train", "study_jobs"]

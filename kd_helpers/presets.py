@@ -267,7 +267,7 @@ TUNED_SEEDS = {"smoke": 1, "quick": 3, "paper": {"mlp": 10, "cnn": 8, "pair": 8}
 TUNING_SEED = 1000
 
 
-# the methods a family cannot run (notebooks' ``study.STEPS`` say why: AT needs spatial maps)
+# the methods a family cannot run (notebooks' ``plan.STEPS`` say why: AT needs spatial maps)
 NOT_FOR = {"at": ("mlp",)}
 
 

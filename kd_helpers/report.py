@@ -27,7 +27,8 @@ from .plan import study_jobs
 from .presets import PROOF_EPOCHS, family, preset
 from .results import is_finished, load_results, read_json, results_root
 from .stats import mean_ci, relative_to_teacher
-from .study import STEPS, load_timings, run_study
+from .plan import STEPS
+from .study import load_timings, run_study
 from .util import REPO_ROOT
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -16,41 +16,17 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DatasetDamagedError, DatasetNotFoundError, load_dataset
 from .presets import PAIRS, PROFILES, family, preset
 from .executors import EXECUTORS, run_plan
-from .plan import StudyPlan, study_jobs
+from .plan import STEPS, StudyPlan, study_jobs
 from .results import finished_runs, is_finished, read_json, results_root
 from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
-
-@dataclass(frozen=True)
-class Step:
-    notebook: str
-    per_dataset: bool = True
-    families: tuple[str, ...] = ("mlp", "cnn", "pair")   # the families (presets.family) it applies to
-    why_not: str = ""
-
-
-# The study's method list: adding a method = one loss file, one notebook, one line here.
-STEPS = [
-    Step("00_data"), Step("01_teacher"),
-    Step("02_student_baseline", families=("mlp", "cnn"),
-         why_not="its variants (modified student, thin-deep FitNet) belong to the MLP/CNN family; "
-                 "a pair's baseline is in every method notebook"),
-    Step("03_vanilla_kd"), Step("04_fitnets"), Step("05_rkd"), Step("06_feature_kd"),
-    Step("07_at", families=("cnn", "pair"), why_not="AT needs spatial feature maps; MLP features are vectors"),
-    Step("08_dml"), Step("09_byot"), Step("10_dist"), Step("11_srd"), Step("12_srd_dist"), Step("13_dkd"),
-    Step("14_tuning", families=("mlp", "cnn"),
-         why_not="the tuned comparison is the main study's (a residual pair's 240-epoch protocol is a GPU's)"),
-    Step("20_pruning"),
-    Step("30_statistics", per_dataset=False), Step("31_report", per_dataset=False),
-]
 
 DEFAULTS = {  # profile -> datasets, seeds
     "smoke": (["mnist5k"], [0]),

@@ -75,13 +75,19 @@ def test_plan_lists_exactly_the_runs_the_notebooks_train(tmp_path, teacher_store
 
 
 def test_plan_covers_every_method_notebook_and_levels_follow_dependencies():
-    for nb in plan.NOTEBOOKS:
+    for nb in (s.notebook for s in plan.STEPS if s.runs):
         ds = "cifar10" if nb == "07_at" else "mnist5k"
         jobs = plan.jobs(nb, {**SMOKE, "dataset": ds}, "/nonexistent")
         assert jobs, nb
         assert len({j.key for j in jobs}) == len(jobs), f"{nb} lists a run twice"
         for j in jobs:
             assert j.level == (1 if j.spec is not None and j.spec.teacher else 0 if j.spec is not None else 2)
+
+
+def test_a_notebook_missing_from_the_study_is_an_error_not_an_empty_plan():
+    assert plan.jobs("30_statistics", SMOKE) == []          # in the study, trains nothing
+    with pytest.raises(ValueError, match="No notebook '15_crd' in the study .*plan.py STEPS.*13_dkd"):
+        plan.jobs("15_crd", SMOKE)
 
 
 def test_notebook_parameters_reach_the_plan():

@@ -385,9 +385,24 @@ def test_notebook_parameters_are_validated(given, match):
 
 
 def test_every_notebook_parameter_has_a_rule_and_its_default_passes():
-    from kd_helpers.study import STEPS
+    from kd_helpers.plan import STEPS
     for step in STEPS:
         check_parameters(declared(step.notebook), step.notebook)
+
+
+@pytest.mark.parametrize("notebook, given, match", [
+    ("13_dkd", {"warmup": -1}, "warmup=-1 .* a finite number in \\[0, inf\\]"),   # integer default: integers >= 0
+    ("13_dkd", {"warmup": 1.5}, "warmup=1.5 .* an integer"),
+    ("10_dist", {"gamma": -0.5}, "gamma=-0.5"),                                   # float default: numbers >= 0
+    ("05_rkd", {"w_a": float("nan")}, "w_a=nan"),
+])
+def test_loss_hyper_parameters_get_their_rule_from_the_loss_signature(notebook, given, match):
+    from kd_helpers.params import RULES, loss_rule
+    name = next(iter(given))
+    assert name not in RULES and loss_rule(name) is not None
+    with pytest.raises(ParameterError, match=match):
+        check_parameters({**declared(notebook), **given}, notebook)
+    assert loss_rule("hint_layer") is None and loss_rule("no_such_name") is None   # no numeric default: RULES
 
 
 def test_a_bad_parameter_stops_the_notebook_at_the_top(tmp_path):

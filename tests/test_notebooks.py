@@ -9,7 +9,8 @@ from kd_helpers.experiment import distill, train_teacher
 from kd_helpers.losses import LOSSES
 from kd_helpers.presets import tuning_budget, variant
 from kd_helpers.results import load_results
-from kd_helpers.study import NOTEBOOK_DIR, STEPS, NotebookFailed, execute, record_timings, run_study
+from kd_helpers.plan import STEPS
+from kd_helpers.study import NOTEBOOK_DIR, NotebookFailed, execute, record_timings, run_study
 from conftest import needs_cifar, shared_data_dir
 
 pytestmark = pytest.mark.notebook
