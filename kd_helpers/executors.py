@@ -28,7 +28,7 @@ from .experiment import lock_path
 from .lock import Busy, held
 from .plan import Job
 from .results import is_finished, results_root
-from .util import physical_cores, threads_wanted
+from .util import physical_cores, setup_threads, threads_wanted
 
 EXECUTORS = ("inline", "local", "slurm")
 LEVELS = (0, 1, 2)
@@ -38,9 +38,8 @@ def work(jobs: list[Job], results_dir=None, data_dir=None, threads: int | None =
     """One local worker: train every unfinished run of ``jobs`` whose teacher is finished and that
     no other worker holds, in order; come back to the others until they are finished; return
     ``{run label: traceback or reason}`` of the failures."""
-    if threads:   # read by util.setup_threads when the first run starts, as in a notebook's kernel
-        os.environ["KD_THREADS"] = str(threads)
-    os.environ["KD_PROGRESS"] = "0"
+    if threads:   # this worker's share of the cores; later setup_threads() calls keep it
+        setup_threads(threads)
     pending, failed = list(jobs), {}
     while pending:
         progressed = False
@@ -82,7 +81,6 @@ class RunTask(submitit.helpers.Checkpointable):
     from the run's last epoch checkpoint."""
 
     def __call__(self, job: Job, results_dir=None, data_dir=None) -> str:
-        os.environ["KD_PROGRESS"] = "0"
         job(results_dir, data_dir, progress=False, wait=True)
         return job.label
 

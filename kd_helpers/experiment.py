@@ -117,6 +117,12 @@ class TeacherMismatch(RuntimeError):
     """The teacher in the store was not trained for this student (dataset, split or profile)."""
 
 
+def reuse_only() -> bool:
+    """``KD_REUSE_ONLY=1``: this process only reads runs (set for a notebook's kernel by
+    ``study.run_study(reuse_only=True)``, i.e. ``--reuse-only``, or by the user)."""
+    return os.environ.get("KD_REUSE_ONLY") == "1"
+
+
 class ReuseOnly(RuntimeError):
     """A run would train while ``KD_REUSE_ONLY=1`` (re-executing published notebooks only reads)."""
 
@@ -181,7 +187,7 @@ def _reuse(out: Path, config: dict) -> dict:
     ``config`` (up to execution-only settings)."""
     diff = [d for d in _diff(read_json(out / "config.json"), config) if d[0] not in EXECUTION_ONLY]
     superseded = []
-    if os.environ.get("KD_REUSE_ONLY") == "1":
+    if reuse_only():
         # re-executing published notebooks: a run trained under an earlier loss definition (or the
         # study's earlier hyper-parameters) is shown as published, labelled, until it is retrained
         superseded = [d for d in diff if superseding(d[0])]
@@ -223,7 +229,7 @@ def run(spec: RunSpec, results_dir=None, data_dir=None, *, force: bool = False, 
     config = json_roundtrip(asdict(spec))
     if not force and (done := _finished(out, config, root, spec)):
         return done
-    if os.environ.get("KD_REUSE_ONLY") == "1":
+    if reuse_only():
         raise ReuseOnly(f"Run {out} is not finished in {root} (or was trained with another config), and "
                         f"KD_REUSE_ONLY=1 forbids training it here: this re-execution only reads runs. Train it "
                         f"first (python -m kd_helpers.study --profile {profile or '<profile>'} ...), or unset "
@@ -398,9 +404,9 @@ def _teacher(root: Path, spec: RunSpec, profile: str | None, data_dir) -> tuple[
         wrong.append(f"its data split is {tcfg.get('data')}, this student's is {json_roundtrip(asdict(spec.data))}")
     if profile and spec.teacher == "teacher" and not wrong:
         want = json_roundtrip(asdict(spec_for("teacher", spec.dataset, profile, spec.teacher_seed).resolved(data_dir)))
-        reuse_only = os.environ.get("KD_REUSE_ONLY") == "1"   # a published teacher is shown as published
+        reading = reuse_only()   # a published teacher is shown as published
         wrong += [f"{k} is {a!r}, the '{profile}' profile's teacher has {b!r}" for k, a, b in _diff(tcfg, want)
-                  if k not in EXECUTION_ONLY | REUSED_ACROSS and not (reuse_only and superseding(k))]
+                  if k not in EXECUTION_ONLY | REUSED_ACROSS and not (reading and superseding(k))]
     if wrong:
         raise TeacherMismatch(f"Teacher run {tdir} was not trained for this student: {'; '.join(wrong)}. Train the "
                               f"teacher for dataset '{spec.dataset}' and this profile (notebooks/01_teacher), or keep "

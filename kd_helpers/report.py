@@ -8,7 +8,6 @@ the runner's ``reports/<profile>/timings.json``. Nothing in either is typed by h
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -297,23 +296,16 @@ def rerun_figures(profile: str = "paper", results_dir=None, log=print) -> dict[s
     """Write ``figures/`` (the profile's figures directory) from the published store: re-execute
     every per-dataset notebook whose runs are all finished. The executed copies go to a scratch
     directory (the published notebooks keep the record of the invocation that trained), and
-    ``KD_REUSE_ONLY=1`` makes a notebook that would train fail instead. Returns what ran."""
+    ``reuse_only`` makes a notebook that would train fail instead. Returns what ran."""
     root, df = published(profile, results_dir)
-    ran, before = {}, os.environ.get("KD_REUSE_ONLY")
-    os.environ["KD_REUSE_ONLY"] = "1"
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            for ds in sorted(df.dataset.unique()):
-                seeds = sorted(int(s) for s in df[df.dataset == ds].seed.unique())
-                ran[ds] = complete_notebooks(ds, profile, seeds, root)
-                log(f"{ds} (seeds {seeds}): {', '.join(ran[ds])}")
-                run_study(profile, datasets=[ds], seeds=seeds, results_dir=root, reports_dir=scratch,
-                          only=ran[ds], log=log)
-    finally:
-        if before is None:
-            os.environ.pop("KD_REUSE_ONLY")
-        else:
-            os.environ["KD_REUSE_ONLY"] = before
+    ran = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for ds in sorted(df.dataset.unique()):
+            seeds = sorted(int(s) for s in df[df.dataset == ds].seed.unique())
+            ran[ds] = complete_notebooks(ds, profile, seeds, root)
+            log(f"{ds} (seeds {seeds}): {', '.join(ran[ds])}")
+            run_study(profile, datasets=[ds], seeds=seeds, results_dir=root, reports_dir=scratch,
+                      only=ran[ds], log=log, reuse_only=True)
     return ran
 
 

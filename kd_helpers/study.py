@@ -51,9 +51,10 @@ def available(dataset: str, data_dir, log=print) -> bool:
         return False
 
 
-def _kernel_manager():
-    """A kernel manager whose kernels talk over IPC sockets in one temp directory: over TCP,
-    ipykernel warns on every start that the channel is unencrypted (16 warnings per study)."""
+def _kernel_manager(env: dict[str, str] | None = None):
+    """A kernel manager whose kernels talk over IPC sockets in one temp directory (over TCP,
+    ipykernel warns on every start that the channel is unencrypted: 16 warnings per study) and
+    start with ``env`` added to this process's environment (this process's own is left alone)."""
     import tempfile
     import uuid
 
@@ -65,17 +66,23 @@ def _kernel_manager():
             sockets = Path(tempfile.gettempdir()) / f"kd-study-kernels-{os.getuid()}"
             sockets.mkdir(mode=0o700, exist_ok=True)
             self.transport, self.ip = "ipc", str(sockets / f"kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_pre_start_kernel(self, **kw):
+            kw["env"] = {**kw.get("env", os.environ), **(env or {})}
+            return await super()._async_pre_start_kernel(**kw)
     return IPCKernelManager
 
 
-def execute(nb: str, out: Path, params: dict, log=print) -> float:
+def execute(nb: str, out: Path, params: dict, log=print, env: dict[str, str] | None = None) -> float:
+    """Execute notebook ``nb`` with ``params`` into ``out`` (its kernel's environment: this
+    process's plus ``env``); return the seconds it took."""
     import papermill as pm
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(NOTEBOOK_DIR / f"{nb}.ipynb"), str(out), parameters=params,
                             cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3",
-                            kernel_manager_class=_kernel_manager())
+                            kernel_manager_class=_kernel_manager(env))
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"Notebook {nb} failed ({params.get('dataset', 'all datasets')}): "
                              f"{e.ename}: {e.evalue}\n  Executed copy with the traceback: {out}") from None
@@ -109,7 +116,10 @@ def strip_machine_paths(path: Path) -> None:
 
 def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_dir=None, reports_dir=None,
               only=None, log=print, executor: str = "inline", jobs: int = 1, slurm: dict | None = None,
-              list_only: bool = False, pairs=None, show_spec: bool = False) -> dict:
+              list_only: bool = False, pairs=None, show_spec: bool = False, reuse_only: bool = False) -> dict:
+    """Execute the study's notebooks (``only``: these) on each dataset in order, after training
+    their runs with ``executor``; ``reuse_only``: the notebooks only read runs (one that would
+    train fails: re-executing published notebooks). Returns the timings recorded."""
     known = [s.notebook for s in STEPS]
     unknown = sorted(set(only or ()) - set(known))
     if unknown:
@@ -122,6 +132,9 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     from .params import RULES
     if (problem := RULES["seeds"](seeds)):
         raise ValueError(f"--seeds {' '.join(map(str, seeds))}: seeds must be {problem}")
+    if reuse_only and executor != "inline":
+        raise ValueError(f"--reuse-only with --executor {executor}: the executor's workers train; re-execute "
+                         f"with the default --executor inline")
     if executor != "inline" and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"--jobs {jobs}: the number of parallel workers must be 1 or more")
     wanted = list(datasets or default_ds)
@@ -140,7 +153,8 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
         else:
             chosen.append(ds)
     reports = Path(reports_dir or REPO_ROOT / "reports" / profile)
-    os.environ["KD_PROGRESS"] = "0"  # executed notebooks keep one line per epoch, not bar redraws
+    # executed notebooks keep one line per epoch, not progress-bar redraws
+    kernel_env = {"KD_PROGRESS": "0", **({"KD_REUSE_ONLY": "1"} if reuse_only else {})}
     common = {"profile": profile, "seeds": seeds, "data_dir": data_dir, "results_dir": results_dir}
     steps = [s for s in STEPS if not only or s.notebook in only]
     root = results_root(results_dir, profile)
@@ -151,7 +165,7 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
 
     def timed(key, nb, out, params):
         before, started = set(finished_runs(root)), time.strftime("%Y-%m-%d %H:%M")
-        seconds = execute(nb, out, params, log)
+        seconds = execute(nb, out, params, log, kernel_env)
         new = set(finished_runs(root)) - before
         precisions = sorted({str(read_json(d / "metrics.json").get("precision", "float32")) for d in new})
         timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions),
@@ -277,11 +291,14 @@ def main(argv=None):
                          f"({', '.join(PAIRS)})")
     ap.add_argument("--plan", action="store_true", help="list the study's runs and their state, then exit")
     ap.add_argument("--show-spec", action="store_true", help="with --plan: each run's resolved config too")
+    ap.add_argument("--reuse-only", action="store_true",
+                    help="the notebooks only read finished runs; one that would train fails (re-executing "
+                         "published notebooks on the published store)")
     args = ap.parse_args(argv)
     try:
         run_study(args.profile, args.datasets, args.seeds, args.data_dir, args.results_dir, args.reports_dir,
                   args.only, executor=args.executor, jobs=args.jobs, slurm=parse_options(args.slurm),
-                  list_only=args.plan, pairs=args.pairs, show_spec=args.show_spec)
+                  list_only=args.plan, pairs=args.pairs, show_spec=args.show_spec, reuse_only=args.reuse_only)
     except ValueError as e:
         ap.error(str(e))
     except NotebookFailed as e:

@@ -163,11 +163,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def setup_threads() -> None:
-    """Set torch's intra-op threads once per process (KD_THREADS overrides)."""
+def setup_threads(n: int | None = None) -> None:
+    """Set torch's intra-op threads once per process: ``n`` (a worker's share of the cores, given
+    by the executor before its first run), else ``KD_THREADS``, else the physical cores."""
     global _THREADS_SET
-    if not _THREADS_SET:
-        torch.set_num_threads(threads_wanted())
+    if n is not None or not _THREADS_SET:
+        torch.set_num_threads(n or threads_wanted())
         _THREADS_SET = True
 
 

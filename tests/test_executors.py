@@ -345,3 +345,16 @@ def test_plan_show_spec_prints_each_runs_resolved_config_before_training(tmp_pat
     assert [c["run"] for c in configs] == ["baseline", "kd"]
     assert configs[1]["loss"] == {"T": 20.0, "alpha": 0.1} and configs[1]["train"]["precision"] != "auto"
     assert isinstance(configs[0]["data"]["val_size"], int) and not (tmp_path / "r").exists()
+
+
+def test_a_worker_sets_its_share_of_threads_explicitly_not_through_the_environment():
+    """``work(threads=n)`` sets the worker's torch threads (a later run's ``setup_threads()`` keeps
+    them) and leaves ``KD_THREADS``, a user's variable, alone."""
+    import subprocess
+    import sys
+    code = ("import os, torch; os.environ.pop('KD_THREADS', None)\n"
+            "from kd_helpers import executors, util\n"
+            "executors.work([], threads=3); util.setup_threads()\n"
+            "print(torch.get_num_threads(), 'KD_THREADS' in os.environ, os.environ.get('KD_PROGRESS'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["3", "False", "None"]

@@ -70,3 +70,21 @@ def test_what_a_method_notebook_imports_does_not_load_the_runners():
                                              "'kd_helpers.executors', 'kd_helpers.study', 'kd_helpers.report'))))"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_library_code_never_sets_environment_variables():
+    """Settings travel as arguments (a worker's threads, a kernel's ``reuse_only``); the ``KD_*``
+    variables are the user's, only read (CONTRIBUTING.md lists them)."""
+    import ast
+    writes = []
+    for f in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AugAssign, ast.AnnAssign)) else []
+            hits = [t for t in targets if isinstance(t, ast.Subscript) and "environ" in ast.unparse(t.value)]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                    node.func.attr == "putenv" or ("environ" in ast.unparse(node.func.value)
+                                                   and node.func.attr in ("setdefault", "update", "pop", "clear"))):
+                hits.append(node)
+            writes += [f"{f.relative_to(PKG)}:{n.lineno}" for n in hits]
+    assert writes == []

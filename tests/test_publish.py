@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 
 import numpy as np
@@ -152,6 +153,22 @@ def test_figures_rerun_on_a_published_store_trains_nothing(store, tmp_path, monk
     assert distill("kd", "mnist5k", "smoke", seeds=[0], results_dir=out, progress=False)   # finished: read
     with pytest.raises(ReuseOnly, match="KD_REUSE_ONLY=1 forbids training"):
         distill("baseline", "mnist5k", "smoke", seeds=[0], results_dir=out, progress=False)
+
+
+def test_reuse_only_reaches_the_notebooks_kernel_and_leaves_this_process_alone(store, tmp_path, monkeypatch):
+    """``run_study(reuse_only=True)`` passes the switch to the kernels it starts: a notebook that
+    would train (03_vanilla_kd lacks its baseline in the published store) fails; the caller's
+    environment is not changed."""
+    from kd_helpers.study import NotebookFailed, run_study
+    monkeypatch.delenv("KD_REUSE_ONLY", raising=False)
+    out = tmp_path / "pub"
+    publish(store, out)
+    with pytest.raises(NotebookFailed, match="ReuseOnly"):
+        run_study("smoke", datasets=["mnist5k"], seeds=[0], results_dir=out, reports_dir=tmp_path / "rep",
+                  only=["03_vanilla_kd"], log=lambda *a: None, reuse_only=True)
+    assert "KD_REUSE_ONLY" not in os.environ
+    with pytest.raises(ValueError, match="--reuse-only with --executor local"):
+        run_study("smoke", results_dir=out, only=["03_vanilla_kd"], executor="local", reuse_only=True)
 
 
 def test_publishing_a_restored_store_back_rewrites_nothing(store, tmp_path):
