@@ -29,7 +29,7 @@ from .presets import preset, variant
 from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, lost_manifest, read_json, results_root,
                       run_dir, save_run)
 from .train import TrainConfig, fit, predict, read_checkpoint, remove_checkpoint, seed_everything
-from .util import atomic_torch_save, environment, resolve_precision, setup_threads
+from .util import atomic_torch_save, environment, precision_label, resolve_precision, setup_threads
 
 
 @dataclass(frozen=True)
@@ -355,7 +355,7 @@ def _save_trial(spec: RunSpec, out: Path, config: dict, root: Path, model, data,
                "n_train": len(data.y["train"]), "predictions": "val",
                "wall_s": time.perf_counter() - t_wall, "cpu_s": time.process_time() - t_cpu,
                "train_s": float(sum(r["time_s"] for r in history)),
-               "precision": history[-1].get("precision", "float32")}
+               "precision": precision_label(history[-1].get("precision"))}
     save_run(out, config=config, env=environment(), history=history, labels=y_val.numpy(),
              logits=val_logits.numpy(), extra_logits={}, metrics=metrics)
     remove_checkpoint(out / "checkpoint.pt")
@@ -442,7 +442,7 @@ def _costs(spec: RunSpec, model, teacher, data, history, in_shape, wall, cpu) ->
         t_flops = evaluate.flops(teacher, in_shape) * n * (1 if cached else epochs)
     return {"wall_s": wall, "cpu_s": cpu, "train_s": float(sum(r["time_s"] for r in history)),
             "train_flops": s_flops + t_flops, "teacher_flops": t_flops,
-            "precision": history[-1].get("precision", "float32") if history else None}
+            "precision": precision_label(history[-1].get("precision")) if history else None}
 
 
 # ---------------------------------------------------------------- the study's runs by name

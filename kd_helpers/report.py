@@ -28,7 +28,7 @@ from .results import is_finished, load_results, read_json, results_root
 from .stats import mean_ci, relative_to_teacher
 from .plan import STEPS
 from .study import load_timings, run_study
-from .util import REPO_ROOT
+from .util import REPO_ROOT, precision_label
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SSTART, SEND = "<!-- summary:start -->", "<!-- summary:end -->"
@@ -98,7 +98,7 @@ def markdown_tables(df: pd.DataFrame, title_note: str = "", include_pruned: bool
 
 def provenance(df: pd.DataFrame) -> str:
     """Which training precision(s) and commit(s) produced these runs (from each run's records)."""
-    prec = df["precision"].fillna("float32") if "precision" in df else pd.Series(["float32"] * len(df))
+    prec = df["precision"].map(precision_label) if "precision" in df else pd.Series(["fp32"] * len(df))
     def commit(d):   # a run trained outside a git checkout recorded none; -dirty: uncommitted changes
         c = read_json(Path(d) / "env.json").get("git_commit")
         return f"{c[:7]}{'-dirty' if c.endswith('-dirty') else ''}" if c else "not recorded"
@@ -372,7 +372,8 @@ def timings_table(timings: dict) -> pd.DataFrame:
         for _, nb, t in sorted(by_ds[ds], key=lambda r: r[:2]):
             rows.append({"Dataset": ds, "Notebook": nb, "Seeds": " ".join(map(str, t.get("seeds") or [])) or "?",
                          "Minutes": round(t["s"] / 60, 1),
-                         "Runs trained": t.get("trained_runs", "?"), "Precision": t.get("precision", "?") or "-",
+                         "Runs trained": t.get("trained_runs", "?"), "Precision": ", ".join(precision_label(p) for p in t["precision"].split(", "))
+                         if t.get("precision") else "?" if "precision" not in t else "-",
                          "Commit": t.get("commit", "?"), "Started": t.get("started", "?"),
                          "Machine": t.get("machine", "?")})
         if ds != "all datasets":
@@ -411,7 +412,7 @@ def training_costs(df: pd.DataFrame) -> pd.DataFrame:
     for (ds, nb), r in sorted(g.groupby(["dataset", "notebook"]), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
         rows.append({"Study": ds, "Notebook": nb, "Runs": len(r), "Training h": round(r.train_s.sum() / 3600, 2),
                      "CPU h": round(r.cpu_s.sum() / 3600, 2) if "cpu_s" in r else None,
-                     "Precision": ", ".join(sorted(set(r.precision.fillna("float32").astype(str)))),
+                     "Precision": ", ".join(sorted(set(r.precision.map(precision_label)))),
                      "Machines": "; ".join(sorted(set(r.machine)))})
     for ds, r in g.groupby("dataset"):
         rows.append({"Study": ds, "Notebook": "**total**", "Runs": len(r), "Training h": round(r.train_s.sum() / 3600, 2),

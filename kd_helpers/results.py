@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .util import REPO_ROOT, _atomic, atomic_write_json, atomic_write_text, sha256
+from .util import REPO_ROOT, _atomic, atomic_write_json, atomic_write_text, precision_label, sha256
 
 
 def results_root(root: str | os.PathLike | None = None, profile: str | None = None) -> Path:
@@ -209,7 +209,7 @@ def load_results(root=None, profile: str | None = None, *, trials: bool = False)
                      # the fingerprint of the code that trained it (util.code_fingerprint); None before it was recorded
                      "training_code": env.get("training_code"), "teacher_run": cfg.get("teacher"),
                      "teacher_seed": cfg.get("teacher_seed") if cfg.get("teacher") else None,
-                     **m, "dir": str(d)})
+                     **m, "precision": precision_label(m.get("precision")), "dir": str(d)})
     df = pd.DataFrame(rows)
     df.attrs["damaged"] = damaged
     return df
@@ -221,6 +221,8 @@ def load_histories(root=None, profile: str | None = None) -> pd.DataFrame:
     for d in _runs(results_root(root, profile)):
         cfg = read_json(d / "config.json")
         h = pd.read_csv(d / "history.csv")
+        if "precision" in h:
+            h["precision"] = h["precision"].map(precision_label)
         frames.append(h.assign(dataset=cfg["dataset"], run=cfg["run"], method=cfg["method"], seed=cfg["seed"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

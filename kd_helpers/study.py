@@ -23,7 +23,7 @@ from .presets import PAIRS, PROFILES, family, preset
 from .executors import EXECUTORS, run_plan
 from .plan import STEPS, StudyPlan, study_jobs
 from .results import finished_runs, is_finished, read_json, results_root
-from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores
+from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores, precision_label
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -167,7 +167,7 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
         before, started = set(finished_runs(root)), time.strftime("%Y-%m-%d %H:%M")
         seconds = execute(nb, out, params, log, kernel_env)
         new = set(finished_runs(root)) - before
-        precisions = sorted({str(read_json(d / "metrics.json").get("precision", "float32")) for d in new})
+        precisions = sorted({precision_label(read_json(d / "metrics.json").get("precision")) for d in new})
         timings[key] = {"s": seconds, "trained_runs": len(new), "precision": ", ".join(precisions),
                         "started": started, **meta}
         record_timings(reports / "timings.json", profile, seeds, {key: timings[key]})  # kept if a later step fails

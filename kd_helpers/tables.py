@@ -30,8 +30,7 @@ def results_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
                "Retention %": f"{r.retention_pct.mean():.1f}" if "retention_pct" in r else "",
                "Train FLOPs": f"{r.train_flops.mean():.2e}" if "train_flops" in r else "",
                "Train time (s)": f"{r.train_s.mean():.1f}" if "train_s" in r else "",
-               "Precision": ", ".join(sorted(set(r.precision.fillna("float32").astype(str))))
-               if "precision" in r else "float32",
+               "Precision": ", ".join(sorted(set(r.precision.astype(str)))),   # load_results: fp32/bf16/fp16
                "_acc": m}
         if vs is not None:
             row["vs baseline"] = verdict_cell(verdicts.loc[run]) if run in getattr(verdicts, "index", []) else ""

@@ -131,9 +131,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return _PRECISIONS[resolve_precision(precision, device)]
 
 
+_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+# what runs recorded before the records used the config's vocabulary (torch's dtype names)
+_LEGACY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def dtype_name(dtype: torch.dtype | None) -> str:
-    """How a run records its training precision: ``float32`` for plain fp32, else e.g. ``bfloat16``."""
-    return str(dtype or torch.float32).removeprefix("torch.")
+    """How a run records its training precision, in the config's vocabulary (fp32, bf16, fp16)."""
+    return _NAMES[dtype]
+
+
+def precision_label(recorded) -> str:
+    """A run's recorded training precision in the config's vocabulary: older runs recorded torch's
+    dtype names (``bfloat16``), runs from before mixed precision nothing (they trained in fp32)."""
+    if recorded is None or recorded != recorded:   # None, or NaN from a table
+        return "fp32"
+    return _LEGACY.get(str(recorded), str(recorded))
 
 
 def physical_cores() -> int:

@@ -94,8 +94,31 @@ def test_the_cost_block_sums_the_runs_own_training_time_per_notebook(store, tmp_
 def test_provenance_counts_precisions_and_old_runs_count_as_fp32(store):
     df = load_results(store)
     prec = df.precision.iloc[0]
-    assert f"{prec} (3 runs)" in provenance(df)
-    assert "float32 (3 runs)" in provenance(df.drop(columns="precision"))  # runs from before the field
+    assert prec in ("fp32", "bf16") and f"{prec} (3 runs)" in provenance(df)   # the config's vocabulary
+    assert "fp32 (3 runs)" in provenance(df.drop(columns="precision"))  # runs from before the field
+
+
+def test_precision_has_one_vocabulary_old_records_included(store, tmp_path):
+    """Runs that recorded torch's dtype names (``bfloat16``) or nothing read as the config's
+    ``bf16`` / ``fp32``, in load_results and in the histories."""
+    import shutil
+    from kd_helpers.results import load_histories, write_manifest
+    from kd_helpers.util import precision_label
+    assert [precision_label(v) for v in ("bfloat16", "float16", "float32", None, float("nan"), "bf16")] == \
+        ["bf16", "fp16", "fp32", "fp32", "fp32", "bf16"]
+    old = tmp_path / "old"
+    shutil.copytree(store, old)
+    run = next(p.parent for p in old.rglob("metrics.json"))
+    m = json.loads((run / "metrics.json").read_text())
+    m["precision"] = "bfloat16"
+    (run / "metrics.json").write_text(json.dumps(m))
+    import pandas as pd
+    pd.read_csv(run / "history.csv").assign(precision="bfloat16").to_csv(run / "history.csv", index=False)
+    write_manifest(run)   # as the run recorded itself then
+    df = load_results(old)
+    assert set(df.precision) <= {"fp32", "bf16"} and "bf16" in set(df.precision)
+    h = load_histories(old)
+    assert set(h.precision) <= {"fp32", "bf16"} and "bf16" in set(h.precision)
 
 
 def test_provenance_counts_runs_per_commit_and_names_unrecorded_ones(store, tmp_path):

@@ -248,7 +248,7 @@ def test_runner_records_what_each_notebook_trained(tmp_path):
     ablation_runs = sum(1 for _, _, changes in GRID["mlp"] if changes)
     assert own == {"teacher", "baseline", "kd"}
     assert t["trained_runs"] == len(own) + ablation_runs and t["commit"] and t["machine"]
-    assert "float32" in t["precision"] and set(t["precision"].split(", ")) <= {"float32", "bfloat16"}
+    assert "fp32" in t["precision"] and set(t["precision"].split(", ")) <= {"fp32", "bf16"}
     assert run_study("smoke", **kw)["mnist5k/01_teacher"]["trained_runs"] == 0   # reused
     recorded = json.loads((tmp_path / "rep" / "timings.json").read_text())["notebooks"]["mnist5k/01_teacher"]
     assert recorded == {**t, "seeds": [0]}   # the record names the seeds it ran
