@@ -18,6 +18,7 @@ import pandas as pd
 from .experiment import RunSpec, run, spec_for
 from .findings import REFERENCE, reference_sentence
 from .presets import family
+from .results import of_kind
 
 # family -> rows (label, role, changes); changes: a model name, loss hyper-parameters (``loss``)
 # and/or TrainConfig fields.
@@ -120,7 +121,7 @@ def from_results(results: pd.DataFrame, dataset: str, profile: str) -> pd.DataFr
     g = results[results.dataset == dataset]
     by_run = g.set_index(["run", "seed"])
     rows = []
-    for s in sorted(g[g.run.str.startswith("ablation_")].seed.unique()):
+    for s in sorted(of_kind(g, "ablation").seed.unique()):
         for label, role, spec, study in specs(dataset, profile, int(s)):
             if (spec.run, s) in by_run.index:
                 r = by_run.loc[(spec.run, s)]

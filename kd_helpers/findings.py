@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .results import load_predictions, training_throughput
+from .results import load_predictions, of_kind, training_throughput
 
 # The reference study's published numbers (test accuracy %, test errors), per dataset and run
 # of this study. Only rows it reports are here; runs without a row are compared with nothing.
@@ -325,8 +325,8 @@ def _precisions(runs: pd.DataFrame) -> str:
 def _compute(table: pd.DataFrame, every: pd.DataFrame) -> str:
     """What the study's runs cost: the table's runs, then the ablation's and the pruning's, then all."""
     hours = lambda x: x.train_s.sum() / 3600
-    extra = [(label, every[every.run.str.startswith(prefix)]) for label, prefix in
-             (("the protocol ablation", "ablation_"), ("distill-then-prune", "prune_"))]
+    extra = [(label, of_kind(every, kind)) for label, kind in
+             (("the protocol ablation", "ablation"), ("distill-then-prune", "prune"), ("the tuned study", "tuned"))]
     more = "".join(f"; {label}: {len(x)} runs, {hours(x):.2f} h" for label, x in extra if len(x))
     total = f"; in all {len(every)} runs, {hours(every):.2f} h, {every.train_flops.sum():.2e} training FLOPs" if more else ""
     return (f"- Compute (training time as recorded, {_precisions(every)}): the table's "
@@ -349,7 +349,8 @@ def _threads(n) -> str:
 
 def pruning_verdicts(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Every pruned model fine-tuned with KD against its CE-fine-tuned twin (one dataset)."""
-    kd = sorted(df[df.run.str.startswith("prune_") & (df.method != "ce")].run.unique())
+    pruned = of_kind(df, "prune")
+    kd = sorted(pruned[pruned.method != "ce"].run.unique())
     vs = versus_baselines(df, kd, alpha, against=finetuned_with_ce)
     return vs if len(vs) else pd.DataFrame(columns=["run", "baseline", "seeds", "verdict", "diff"])
 
@@ -395,7 +396,7 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
     and effect sizes), the accuracy/size and accuracy/latency trade-off, the distance to the
     reference study, whether KD helps after pruning, and what the runs cost. Generated from
     ``df``; nothing typed by hand."""
-    everything, df = df, df[~df.run.str.startswith(("prune_", "ablation_"))]
+    everything, df = df, of_kind(df, "study")   # the tuned comparison is tuning_report's
     parts = []
     for ds in sorted(df.dataset.unique()):
         g, every = df[df.dataset == ds], everything[everything.dataset == ds]
@@ -440,7 +441,7 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
         if refs:
             lines.append("- Against the reference study's table (this study vs reference; where the gaps come from: the "
                          "protocol ablation, appendix of 01_teacher): " + "; ".join(refs) + ".")
-        prune = every[every.run.str.startswith("prune_")]
+        prune = of_kind(every, "prune")
         if len(prune):
             lines.append(pruning_sentence(pruning_verdicts(every, alpha), alpha))
         lines.append(_compute(g, every))

@@ -12,7 +12,7 @@ from IPython.display import Markdown, display
 from . import findings, plots
 from .losses import describe_method
 from .tables import results_table
-from .results import load_histories, load_results
+from .results import load_histories, load_results, of_kind
 
 
 def run_names(runs) -> list[str]:
@@ -32,7 +32,7 @@ def method_report(runs, *, dataset: str, profile: str, results_dir=None, alpha: 
     (what the notebook's ``distill`` calls returned) and return the summary it records."""
     names = run_names(runs)
     store = load_results(results_dir, profile)
-    store = store[(store.dataset == dataset) & ~store.run.str.startswith(("prune_", "ablation_"))]
+    store = of_kind(store[store.dataset == dataset], "study")
     df = store[store.run.isin(names) | (store.run == "teacher")]
     hist = load_histories(results_dir, profile)
     hist = hist[(hist.dataset == dataset) & hist.run.isin(names)]

@@ -24,7 +24,7 @@ from .losses import loss_class
 from .models import network_config
 from .plan import study_jobs
 from .presets import PROOF_EPOCHS, family, preset
-from .results import is_finished, load_results, read_json, results_root
+from .results import is_finished, load_results, not_of_kind, read_json, results_root
 from .stats import mean_ci, relative_to_teacher
 from .plan import STEPS
 from .study import load_timings, run_study
@@ -45,7 +45,7 @@ def superseded(df: pd.DataFrame, profile: str) -> pd.DataFrame:
     rows = []
     for (ds, run), g in df.groupby(["dataset", "run"], sort=True):
         cfg = read_json(Path(g.dir.iloc[0]) / "config.json")
-        if run.startswith(("prune_", "ablation_")) or cfg.get("start"):
+        if g["kind"].iloc[0] in ("prune", "ablation") or cfg.get("start"):
             continue
         try:
             now = spec_for(run, ds, profile)
@@ -88,7 +88,7 @@ def superseded_line(df: pd.DataFrame, profile: str) -> str:
 def markdown_tables(df: pd.DataFrame, title_note: str = "", include_pruned: bool = False) -> str:
     """One table per dataset; pruned models (notebook 20) are left out unless asked for."""
     if not include_pruned:
-        df = df[~df.run.str.startswith("prune_")]
+        df = not_of_kind(df, "prune")
     parts = []
     for ds in sorted(df.dataset.unique()):
         t = results_table(df, ds)

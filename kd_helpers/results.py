@@ -190,6 +190,27 @@ def run_kind(config: dict) -> str:
                  if config["run"].startswith(prefix)), "study")
 
 
+KINDS = ("study", "ablation", "prune", "trial", "tuned")
+
+
+def _kinds(df: pd.DataFrame) -> pd.Series:
+    # a table built by hand (no ``kind`` column) is read by run name, as run_kind reads old runs
+    return df["kind"] if "kind" in df else df.run.map(lambda r: run_kind({"run": r}))
+
+
+def of_kind(df: pd.DataFrame, *kinds: str) -> pd.DataFrame:
+    """The rows of ``df`` whose runs are of one of ``kinds`` (``KINDS``)."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"Unknown run kind(s) {sorted(unknown)}; kinds: {', '.join(KINDS)}")
+    return df[_kinds(df).isin(kinds)]
+
+
+def not_of_kind(df: pd.DataFrame, *kinds: str) -> pd.DataFrame:
+    """The rows of ``df`` whose runs are of none of ``kinds``."""
+    return df[~df.index.isin(of_kind(df, *kinds).index)]
+
+
 def load_results(root=None, profile: str | None = None, *, trials: bool = False) -> pd.DataFrame:
     """One tidy row per finished run: dataset, run, method, model, seed, then every metric.
     Tuning trials (no test accuracy) only with ``trials=True``.
@@ -215,15 +236,19 @@ def load_results(root=None, profile: str | None = None, *, trials: bool = False)
     return df
 
 
-def load_histories(root=None, profile: str | None = None) -> pd.DataFrame:
-    """Every run's per-epoch history, stacked, with dataset/run/seed columns."""
+def load_histories(root=None, profile: str | None = None, *, trials: bool = False) -> pd.DataFrame:
+    """Every run's per-epoch history, stacked, with dataset/run/seed/kind columns (tuning trials
+    only with ``trials=True``, as in ``load_results``)."""
     frames = []
     for d in _runs(results_root(root, profile)):
         cfg = read_json(d / "config.json")
+        kind = run_kind(cfg)
+        if kind == "trial" and not trials:
+            continue
         h = pd.read_csv(d / "history.csv")
         if "precision" in h:
             h["precision"] = h["precision"].map(precision_label)
-        frames.append(h.assign(dataset=cfg["dataset"], run=cfg["run"], method=cfg["method"], seed=cfg["seed"]))
+        frames.append(h.assign(dataset=cfg["dataset"], run=cfg["run"], method=cfg["method"], seed=cfg["seed"], kind=kind))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -254,7 +279,9 @@ def test_logits(df: pd.DataFrame, dataset: str, seed: int = 0) -> tuple[np.ndarr
 def best_run(df: pd.DataFrame, dataset: str, exclude=("teacher", "baseline"), model: str | None = None,
              metric: str = "val_acc") -> str:
     """The run with the highest mean *validation* accuracy (model selection never sees the test set)."""
-    d = df[(df.dataset == dataset) & ~df.run.isin(exclude) & (df.method != "ce") & ~df.run.str.startswith("prune_")]
+    # the as-published study's students (distill-then-prune's design; a tuned run would change its plan)
+    d = of_kind(df, "study")
+    d = d[(d.dataset == dataset) & ~d.run.isin(exclude) & (d.method != "ce")]
     if model:
         d = d[d.model == model]
     if d.empty:
@@ -266,7 +293,8 @@ def training_throughput(df: pd.DataFrame) -> pd.DataFrame:
     """Training images per second of each network, from its no-KD runs (pruning and ablation runs
     left out): training examples x epochs over the epochs' time without their evaluation passes,
     mean over seeds, with the threads and precision the runs had (from their own records)."""
-    d = df[(df.method == "ce") & ~df.run.str.startswith(("prune_", "ablation_"))]
+    d = not_of_kind(df, "prune", "ablation")
+    d = d[d.method == "ce"]
     rows = []
     for r in d.itertuples():
         h = pd.read_csv(Path(r.dir) / "history.csv")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import findings
 from .plots import save
-from .results import dataset_dir, load_results, results_root
+from .results import dataset_dir, load_results, of_kind, results_root
 
 TUNED = "tuned_"
 _DONE = {"COMPLETE", "PRUNED", "FAIL"}
@@ -126,7 +126,7 @@ def tuned_vs_published(dataset: str, profile: str = "quick", results_dir=None, s
     accuracy, its difference to its own baseline, the verdict, and what tuning changed."""
     df = load_results(results_dir, profile)
     df = df[df.dataset == dataset]
-    tuned_names = sorted(r for r in df.run.unique() if r.startswith(TUNED))
+    tuned_names = sorted(of_kind(df, "tuned").run.unique())
     tuned = df[df.run.isin(tuned_names) & (df.seed.isin(tuned_seeds) if tuned_seeds else True)]
     if tuned.empty:
         return pd.DataFrame()

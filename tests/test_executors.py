@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +359,54 @@ def test_a_worker_sets_its_share_of_threads_explicitly_not_through_the_environme
             "print(torch.get_num_threads(), 'KD_THREADS' in os.environ, os.environ.get('KD_PROGRESS'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["3", "False", "None"]
+
+
+class _Future:
+    """A finished submitit job as run_level sees it: its result, or the error of a killed worker."""
+    def __init__(self, result=None, error=None):
+        from types import SimpleNamespace
+        self._result, self._error = result, error
+        self.paths = SimpleNamespace(stderr="/tmp/kd_worker_log.err")
+
+    def done(self):
+        return True
+
+    def result(self):
+        if self._error:
+            raise self._error
+        return self._result
+
+
+@dataclass(frozen=True)
+class _Run:
+    label: str
+    done: bool
+
+    def finished(self, results_dir=None):
+        return self.done
+
+    def running(self, results_dir=None):
+        return False
+
+
+@pytest.mark.parametrize("all_finished", [True, False])
+def test_a_worker_killed_after_the_last_run_is_no_failure_but_a_missing_run_is(all_finished, monkeypatch, tmp_path):
+    """``--executor local``: a worker that died (SIGKILL: submitit raises UncompletedJobError)
+    while every run of the plan is finished fails nothing; with a run missing it is a failure."""
+    from submitit.core.utils import UncompletedJobError
+    killed = UncompletedJobError("Job 123 (task: 0) with path ... has not produced any output (state: KILLED)")
+    futures = [_Future(result={}), _Future(error=killed)]
+
+    class Executor:
+        def submit(self, *a, **k):
+            return futures.pop(0)
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: Executor())
+    todo = [_Run("mnist5k/kd/0", True), _Run("mnist5k/dkd/0", all_finished)]
+    lines = []
+    failed = executors.run_level(todo, "local", 2, folder=tmp_path, log=lines.append, every_s=0.0)
+    if all_finished:
+        assert failed == {} and any("ended abnormally" in line and "state: KILLED" in line
+                                    and "every run finished" in line for line in lines)
+    else:
+        assert failed == {"worker 1": "/tmp/kd_worker_log.err"}
+        assert any("FAILED worker 1" in line and "state: KILLED" in line for line in lines)

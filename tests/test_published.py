@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from kd_helpers.report import END, START
-from kd_helpers.results import load_results
+from kd_helpers.results import load_results, of_kind
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_committed_report_notebook_states_what_the_committed_store_produces():
     assert 'results_dir = "../reports/paper/store"' in injected   # relative to notebooks/, no machine path
     df = load_results(readme_root("paper"))
     cell = next(c for c in nb.cells if c.cell_type == "code" and "study_findings" in c.source)
-    study = df[~df.run.str.startswith(("prune_", "ablation_"))]
+    study = of_kind(df, "study")
     assert cell.outputs[0]["data"]["text/markdown"] == (study_findings(df) + "\n\n" + study_compute(df) + "\n\n"
                                                         + superseded_line(study, "paper"))
 

@@ -176,3 +176,17 @@ def test_a_table_of_runs_from_two_training_codes_is_refused():
         one_training_code(mixed, "the tuned mnist table")
     with pytest.raises(ValueError, match="not recorded: baseline"):
         one_training_code(one.assign(training_code=[None, "abc"]))
+
+
+def test_run_kinds_select_rows_by_what_runs_are_not_by_their_names():
+    """``of_kind`` reads the recorded kind; a table without it (built by hand) by run name."""
+    import pandas as pd
+    from kd_helpers.results import not_of_kind, of_kind
+    df = pd.DataFrame({"run": ["kd", "prune_struct_50_kd_kd", "ablation_x", "tuned_kd", "odd_name"],
+                       "kind": ["study", "prune", "ablation", "tuned", "prune"]})
+    assert of_kind(df, "prune").run.tolist() == ["prune_struct_50_kd_kd", "odd_name"]   # the record decides
+    assert not_of_kind(df, "prune", "ablation").run.tolist() == ["kd", "tuned_kd"]
+    legacy = df.drop(columns="kind")
+    assert of_kind(legacy, "study").run.tolist() == ["kd", "odd_name"]
+    with pytest.raises(ValueError, match="Unknown run kind.*'pruned'"):
+        of_kind(df, "pruned")
