@@ -391,17 +391,19 @@ def mcnemar_line(vs: pd.DataFrame) -> list[str]:
               "test images can show (30_statistics)."]
 
 
-def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
+def study_findings(df: pd.DataFrame, alpha: float = 0.05, vs: dict[str, pd.DataFrame] | None = None) -> str:
     """The report's opening: per dataset, which methods beat their baseline (with the evidence
     and effect sizes), the accuracy/size and accuracy/latency trade-off, the distance to the
     reference study, whether KD helps after pruning, and what the runs cost. Generated from
-    ``df``; nothing typed by hand."""
+    ``df``; nothing typed by hand. ``vs``: the verdicts per dataset where the caller has them
+    (``summary.all_comparisons``: the README computes each dataset's once for every block)."""
     everything, df = df, of_kind(df, "study")   # the tuned comparison is tuning_report's
     parts = []
     for ds in sorted(df.dataset.unique()):
         g, every = df[df.dataset == ds], everything[everything.dataset == ds]
         runs = [r for r in g.run.unique() if r != "teacher"]
-        vs = versus_baselines(g, runs, alpha)
+        vs_ds = (vs or {}).get(ds)
+        vs_ds = versus_baselines(g, runs, alpha) if vs_ds is None else vs_ds
         n = g.groupby("run").seed.nunique()
         seeds = f"{n.min()} seed(s) per run" if n.min() == n.max() else f"{n.min()}-{n.max()} seeds per run (column Seeds)"
         acc = g.groupby("run").test_acc.mean()
@@ -412,12 +414,12 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
                 head += (" **The teacher is no more accurate than the student trained alone**: the methods "
                          "here distil from a weaker or equal network, which limits what they can gain.")
         lines = [head]
-        if not vs.empty:
-            fam = int(vs.family.iloc[0])
+        if not vs_ds.empty:
+            fam = int(vs_ds.family.iloc[0])
             for verdict, word in (("better", "Beat their no-KD baseline"), ("worse", "Worse than their baseline"),
                                   ("no significant difference", "No significant difference"),
                                   ("not judged", f"Not judged (fewer than {MIN_SEEDS} seeds)")):
-                sel = vs[vs.verdict == verdict].sort_values("diff", ascending=False)
+                sel = vs_ds[vs_ds.verdict == verdict].sort_values("diff", ascending=False)
                 if (verdict == "not judged" and sel.empty) or (verdict != "not judged" and not fam):
                     continue   # nothing of that kind; a study judging nothing says only what it compared
                 items = ", ".join(f"**{r.run}** ({100 * r.diff:+.2f} points, 95% CI "
@@ -426,8 +428,8 @@ def study_findings(df: pd.DataFrame, alpha: float = 0.05) -> str:
                 test = ("" if verdict == "not judged" else
                         f" (seed-and-image test, Holm over {fam} method{'s' if fam != 1 else ''}, alpha={alpha})")
                 lines.append(f"- {word}{test}: {items or 'none'}.")
-            lines += mcnemar_line(vs)
-            line = detectable_line(vs, alpha)
+            lines += mcnemar_line(vs_ds)
+            line = detectable_line(vs_ds, alpha)
             if line:
                 lines.append(line)
         for cost, label in (("params", "parameters"), ("latency_ms", "single-image CPU latency")):

@@ -157,7 +157,7 @@ def readme_results(df: pd.DataFrame, profile: str, root: Path, vs: dict[str, pd.
         vs_ds = (vs or {}).get(ds)
         if vs_ds is None:
             vs_ds = versus_baselines(g, [r for r in g.run.unique() if r != "teacher"])
-        parts.append(study_findings(every[every.dataset == ds]) + ablation_line(every, ds, profile))
+        parts.append(study_findings(every[every.dataset == ds], vs={ds: vs_ds}) + ablation_line(every, ds, profile))
         parts.append(results_table(g, ds, vs_ds).to_markdown(index=False))
     return "\n\n".join(parts) + "\n"
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .findings import REFERENCE, accuracy_summary, baseline_for, detectable, versus_baselines
+from .results import of_kind
 
 MAIN = ("mnist", "cifar10")
 _VERDICT_COLOUR = {"better": "#1a7f37", "worse": "#cf222e", "no significant difference": "#57606a",
@@ -18,7 +19,7 @@ _VERDICT_COLOUR = {"better": "#1a7f37", "worse": "#cf222e", "no significant diff
 
 def study_rows(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """The rows of ``dataset``'s as-published table: its study runs (no ablation, pruning, tuning)."""
-    return df[(df.dataset == dataset) & (df.kind == "study")]
+    return of_kind(df[df.dataset == dataset], "study")
 
 
 def comparisons(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
