@@ -10,6 +10,7 @@ better than its student. Every run keeps the weights of its best-validation epoc
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from .data import DataConfig
@@ -83,12 +84,39 @@ def split_study(dataset: str) -> tuple[str, Pair | None]:
     return data, PAIRS[pair]
 
 
+@dataclass(frozen=True)
+class DataEntry:
+    """What the study needs to know about a dataset beyond how to load it (``data.DATASETS``):
+    the network family that studies it and the validation split the paper profile holds out of
+    the training set (a count, or a share)."""
+    family: str
+    val_size: float | int
+
+
+# One entry per dataset of data.DATASET_NAMES (tests/test_config.py checks it); an
+# imagefolder[<size>]:<path> tree is a CNN study with a 10% validation split.
+STUDY_DATA: dict[str, DataEntry] = {
+    "mnist": DataEntry("mlp", 0.1), "mnist5k": DataEntry("mlp", 0.1), "digits": DataEntry("mlp", 0.1),
+    "fashion_mnist": DataEntry("mlp", 0.1),
+    "cifar10": DataEntry("cnn", 5000), "cifar100": DataEntry("cnn", 5000), "tinyimagenet": DataEntry("cnn", 0.1),
+}
+IMAGEFOLDER = DataEntry("cnn", 0.1)
+
+
+def data_entry(data: str) -> DataEntry:
+    """``STUDY_DATA``'s entry of a dataset name (without a pair)."""
+    if data in STUDY_DATA:
+        return STUDY_DATA[data]
+    if re.fullmatch(r"imagefolder\d*:.+", data):
+        return IMAGEFOLDER
+    raise ValueError(f"Unknown dataset '{data}'. Available: {', '.join(STUDY_DATA)}, imagefolder:<path> (32x32) "
+                     f"or imagefolder<size>:<path>; a new dataset needs an entry in kd_helpers/presets.py STUDY_DATA.")
+
+
 def family(dataset: str) -> str:
     """mlp / cnn (the main study's two network families) or pair (another reference study's)."""
     data, pair = split_study(dataset)
-    if pair:
-        return "pair"
-    return "mlp" if data in ("mnist", "mnist5k", "fashion_mnist", "digits") else "cnn"
+    return "pair" if pair else data_entry(data).family
 
 
 # The study's hyper-parameters where they differ from the loss class's (paper) defaults.
@@ -174,14 +202,14 @@ def preset(dataset: str, profile: str = "quick") -> Preset:
     if fam == "mlp":
         train = TrainConfig(epochs=20, batch_size=256, optimizer="adam", lr=1e-3, schedule="cosine", augment=False)
         names = ("mlp_teacher", "mlp_student", "mlp_fitnet", "mlp_student_mod")
-        data = DataConfig(val_size=0.1)
+        data = DataConfig(val_size=data_entry(split_study(dataset)[0]).val_size)
     else:
         # evaluation in batches of 128: at 1024 a CNN's activations fall out of cache and the
         # per-epoch val/test passes run 1.8x (teacher) to 2.2x (student) slower on 2 CPU cores
         train = TrainConfig(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, schedule="cosine", augment=False,
                             eval_batch_size=128)
         names = ("cnn_teacher", "cnn_student", "cnn_fitnet", "cnn_student_nobn")
-        data = DataConfig(val_size=5000 if dataset.startswith("cifar") else 0.1)
+        data = DataConfig(val_size=data_entry(split_study(dataset)[0]).val_size)
     teacher_train = train
     if profile == "quick":
         # mnist5k: the whole subset; CIFAR: a 10k-image slice so every notebook fits in minutes

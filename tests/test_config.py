@@ -166,3 +166,16 @@ def test_a_run_trained_with_nn_dropout_is_not_reused_as_one_with_the_fast_dropou
     request.addfinalizer(lambda: path.write_text(original))
     with pytest.raises(ConfigMismatch, match="network_version: 1 -> 2"):
         distill("baseline", "mnist5k", "smoke", results_dir=store, progress=False)
+
+
+def test_every_dataset_has_its_study_entry_and_families_come_from_it():
+    """presets.STUDY_DATA names each loadable dataset's family and validation split (no name
+    matching); an unknown name is refused with what to add."""
+    from kd_helpers.data import DATASET_NAMES
+    from kd_helpers.presets import STUDY_DATA, family, preset
+    assert set(STUDY_DATA) == set(DATASET_NAMES)
+    assert [family(d) for d in ("mnist", "fashion_mnist", "cifar10", "imagefolder64:/x", "cifar100@resnet56-resnet20")] \
+        == ["mlp", "mlp", "cnn", "cnn", "pair"]
+    assert preset("cifar10", "paper").data.val_size == STUDY_DATA["cifar10"].val_size == 5000
+    with pytest.raises(ValueError, match="Unknown dataset 'imagenet'.*presets.py STUDY_DATA"):
+        family("imagenet")
