@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_helpers.data import DataConfig, load_dataset
-from kd_helpers.losses import build_loss
-from kd_helpers.models import Dropout, create_model
-from kd_helpers.results import load_histories, load_results
-from kd_helpers.train import TrainConfig, fit
-from kd_helpers.util import REPO_ROOT, autocast_dtype, cpu_model, dtype_name
+from kd_helpers.core.data import DataConfig, load_dataset
+from kd_helpers.core.losses import build_loss
+from kd_helpers.core.models import Dropout, create_model
+from kd_helpers.store.results import load_histories, load_results
+from kd_helpers.core.train import TrainConfig, fit
+from kd_helpers.core.util import REPO_ROOT, autocast_dtype, cpu_model, dtype_name
 
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- dropout:start -->", "<!-- dropout:end -->"

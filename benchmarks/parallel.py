@@ -55,7 +55,7 @@ def local(pairs, seeds, results_dir, jobs) -> float:
 
 def main(argv=None):
     from kd_helpers.plan import STEPS
-    from kd_helpers.util import cpu_model, physical_cores
+    from kd_helpers.core.util import cpu_model, physical_cores
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -68,7 +68,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         t_inline = inline(pairs, args.seeds, Path(tmp) / "inline")
         t_local = local(pairs, args.seeds, Path(tmp) / "local", args.jobs)
-        from kd_helpers.results import finished_runs
+        from kd_helpers.store.results import finished_runs
         n = len(finished_runs(Path(tmp) / "local"))
     res = {"runs": n, "seeds": args.seeds, "jobs": args.jobs, "inline_s": t_inline, "local_s": t_local,
            "ratio": t_inline / t_local, "machine": f"{cpu_model()}, {physical_cores()} cores",

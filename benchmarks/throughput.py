@@ -6,7 +6,7 @@
     every step;
 (b) this project: uint8 tensors in memory sliced per batch, vectorised crop+flip,
     channels-last for CNNs, threads = physical cores, fused Adam, and teacher outputs
-    cached once when there is no augmentation (``kd_helpers.teacher_cache``; the one-off
+    cached once when there is no augmentation (``kd_helpers.core.teacher_cache``; the one-off
     cost is reported);
     timed in fp32 and in the precision ``TrainConfig(precision="auto")`` picks on this
     machine (bf16 autocast on CPUs with AMX/AVX512-BF16).
@@ -32,13 +32,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from kd_helpers.data import DataConfig, load_dataset
-from kd_helpers.evaluate import flops
-from kd_helpers.losses import build_loss, describe_pair
-from kd_helpers.models import create_model
-from kd_helpers.teacher_cache import TeacherOutputs
-from kd_helpers.train import TrainConfig, as_fp32, make_optimizer
-from kd_helpers.util import autocast_dtype, cpu_model, dtype_name, physical_cores, setup_threads
+from kd_helpers.core.data import DataConfig, load_dataset
+from kd_helpers.core.evaluate import flops
+from kd_helpers.core.losses import build_loss, describe_pair
+from kd_helpers.core.models import create_model
+from kd_helpers.core.teacher_cache import TeacherOutputs
+from kd_helpers.core.train import TrainConfig, as_fp32, make_optimizer
+from kd_helpers.core.util import autocast_dtype, cpu_model, dtype_name, physical_cores, setup_threads
 
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"

@@ -16,9 +16,9 @@ from dataclasses import replace
 import pandas as pd
 
 from .experiment import RunSpec, run, spec_for
-from .findings import REFERENCE, reference_sentence
-from .presets import family
-from .results import of_kind
+from .analysis.findings import REFERENCE, reference_sentence
+from .store.presets import family
+from .store.results import of_kind
 
 # family -> rows (label, role, changes); changes: a model name, loss hyper-parameters (``loss``)
 # and/or TrainConfig fields.
@@ -182,7 +182,7 @@ def describe(table: pd.DataFrame, dataset: str) -> str:
     and how far the study's runs are from the reference study's numbers."""
     if table.empty:
         return (f"No protocol ablation for {dataset}: a teacher-student pair of another reference study is "
-                f"trained with that study's protocol as published (kd_helpers.presets).")
+                f"trained with that study's protocol as published (kd_helpers.store.presets).")
     lines = []
     for role, g in table.groupby("role", sort=False):
         best, ours, ref_row = g[g["best on validation"]].iloc[0], g[g.study].iloc[0], g.iloc[0]

@@ -25,10 +25,10 @@ from typing import Callable
 import submitit
 
 from .experiment import lock_path
-from .lock import Busy, held
+from .core.lock import Busy, held
 from .plan import Job
-from .results import is_finished, results_root
-from .util import physical_cores, setup_threads, threads_wanted
+from .store.results import is_finished, results_root
+from .core.util import physical_cores, setup_threads, threads_wanted
 
 EXECUTORS = ("inline", "local", "slurm")
 LEVELS = (0, 1, 2)

@@ -2,7 +2,7 @@
 
 Notebooks call ``train_teacher`` and ``distill`` (any named run of the study or any method of
 the loss registry, including the no-KD baseline) and read results with
-``kd_helpers.results.load_results``. A run's ``config.json`` is its resolved ``RunSpec``:
+``kd_helpers.store.results.load_results``. A run's ``config.json`` is its resolved ``RunSpec``:
 every hyper-parameter with its default filled in, the concrete precision and augmentation,
 the validation split as a count. Nothing downstream resolves a setting again.
 """
@@ -20,16 +20,16 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import evaluate
-from .data import DataConfig, Dataset, default_augment, load_dataset, resolve_data_config
-from .lock import RunLock, held
-from .losses import LOSSES, build_loss, describe_pair, hparams, loss_class
-from .models import create_model, is_resized, load_resized, network_config
-from .presets import preset, variant
-from .results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, lost_manifest, read_json, results_root,
+from .core import evaluate
+from .core.data import DataConfig, Dataset, default_augment, load_dataset, resolve_data_config
+from .core.lock import RunLock, held
+from .core.losses import LOSSES, build_loss, describe_pair, hparams, loss_class
+from .core.models import create_model, is_resized, load_resized, network_config
+from .store.presets import preset, variant
+from .store.results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, lost_manifest, read_json, results_root,
                       run_dir, save_run)
-from .train import TrainConfig, fit, predict, read_checkpoint, remove_checkpoint, seed_everything
-from .util import atomic_torch_save, environment, precision_label, resolve_precision, setup_threads
+from .core.train import TrainConfig, fit, predict, read_checkpoint, remove_checkpoint, seed_everything
+from .core.util import atomic_torch_save, environment, precision_label, resolve_precision, setup_threads
 
 
 @dataclass(frozen=True)

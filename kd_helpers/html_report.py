@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 
 from .plan import STEPS
-from .util import REPO_ROOT, atomic_write_text
+from .core.util import REPO_ROOT, atomic_write_text
 
 
 def _title(nb) -> str:

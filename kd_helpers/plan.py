@@ -18,12 +18,12 @@ from typing import Callable
 
 from . import ablation, tuning
 from .experiment import RunSpec, lock_path, run, spec_for
-from .lock import held
-from .losses import hparams, loss_class
-from .params import declared, resolved
-from .presets import TUNING_SEED, preset, tuning_budget
+from .core.lock import held
+from .core.losses import hparams, loss_class
+from .store.params import declared, resolved
+from .store.presets import TUNING_SEED, preset, tuning_budget
 from .prune_sweep import prune_and_finetune, run_name
-from .results import best_run, is_finished, load_results, results_root, run_dir
+from .store.results import best_run, is_finished, load_results, results_root, run_dir
 
 
 @dataclass(frozen=True)

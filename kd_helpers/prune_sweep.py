@@ -1,4 +1,4 @@
-"""Distill, then prune: a trained student is pruned (``kd_helpers.prune``) and fine-tuned
+"""Distill, then prune: a trained student is pruned (``kd_helpers.core.prune``) and fine-tuned
 through the same ``fit`` loop with CE or KD, as an ordinary run that starts from the pruned
 weights (``experiment.Start``). Orchestration: it sits above runs; runs know nothing of it.
 """
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import prune
-from .evaluate import accuracy, compare_latency
+from .core import prune
+from .core.evaluate import accuracy, compare_latency
 from .experiment import Start, load_model, run, spec_for
-from .models import count_params
-from .presets import preset
-from .results import MANIFEST, read_json, results_root, run_dir, verify_run
-from .train import predict
+from .core.models import count_params
+from .store.presets import preset
+from .store.results import MANIFEST, read_json, results_root, run_dir, verify_run
+from .core.train import predict
 
 
 def pruning_start(source_dir, source: str, kind: str, amount: float, importance: str = "l1") -> Start:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import (MANIFEST, RUN_FILES, check_run, finished_runs, load_predictions, read_json, results_root,
+from .store.results import (MANIFEST, RUN_FILES, check_run, finished_runs, load_predictions, read_json, results_root,
                       verify_run, write_manifest, write_npz)
-from .util import REPO_ROOT, atomic_write_bytes
+from .core.util import REPO_ROOT, atomic_write_bytes
+from .store.presets import study_parts
 
 KEEP = ("config.json", "env.json", "metrics.json", "history.csv")
 OPTIONAL = ("train.log",)
@@ -100,7 +101,7 @@ def distilled_from(root: Path) -> set[Path]:
     and every main study's seed-0 teacher (the one students distil from by default, also before any
     student is trained): the only weights a published store keeps (other teacher seeds and the
     pairs' teachers are only reported)."""
-    main = [d for d in finished_runs(root) if "@" not in d.parent.parent.name]
+    main = [d for d in finished_runs(root) if study_parts(d.parent.parent.name)[1] is None]
     out = {d for d in main if d.parent.name == "teacher" and d.name == "seed_0"}   # students to come
     for d in main:
         cfg = read_json(d / "config.json")

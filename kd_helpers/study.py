@@ -18,12 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from .data import DatasetDamagedError, DatasetNotFoundError, load_dataset
-from .presets import PAIRS, PROFILES, family, preset
+from .core.data import DatasetDamagedError, DatasetNotFoundError, load_dataset
+from .store.presets import PAIRS, PROFILES, family, preset
 from .executors import EXECUTORS, run_plan
 from .plan import STEPS, StudyPlan, study_jobs
-from .results import finished_runs, is_finished, read_json, results_root
-from .util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores, precision_label
+from .store.results import finished_runs, is_finished, read_json, results_root
+from .core.util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores, precision_label
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -129,7 +129,7 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     default_ds, default_seeds = DEFAULTS[profile]
     seeds = list(seeds or default_seeds)
     # the notebooks' own rules, before anything trains (not after the plan's runs did)
-    from .params import RULES
+    from .store.params import RULES
     if (problem := RULES["seeds"](seeds)):
         raise ValueError(f"--seeds {' '.join(map(str, seeds))}: seeds must be {problem}")
     if reuse_only and executor != "inline":

@@ -30,10 +30,10 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 import optuna  # noqa: E402
 
 from .experiment import RunSpec, lock_path, run, spec_for
-from .lock import Busy, RunLock, held
-from .presets import SEARCH_SPACE, SHARED_SPACE, TUNING_SEED, Range, tuned_variants, tuning_budget, variant
-from .results import dataset_dir, is_finished, load_run, results_root, run_dir
-from .train import NonFiniteLoss
+from .core.lock import Busy, RunLock, held
+from .store.presets import SEARCH_SPACE, SHARED_SPACE, TUNING_SEED, Range, tuned_variants, tuning_budget, variant
+from .store.results import dataset_dir, is_finished, load_run, results_root, run_dir
+from .core.train import NonFiniteLoss
 
 ORPHAN_GRACE_S = 120.0   # a trial asked this long ago whose run nobody holds lost its worker
 

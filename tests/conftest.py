@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_helpers.data import Dataset
-from kd_helpers.util import physical_cores
+from kd_helpers.core.data import Dataset
+from kd_helpers.core.util import physical_cores
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

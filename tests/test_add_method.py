@@ -55,7 +55,7 @@ def toy_repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy") / "repo"
     for part in ("kd_helpers", "notebooks"):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (root / "kd_helpers/losses/toy.py").write_text(TOY_LOSS)
+    (root / "kd_helpers/core/losses/toy.py").write_text(TOY_LOSS)
     toy_notebook(REPO / "notebooks/10_dist.ipynb", root / "notebooks/15_toy.ipynb")
     plan = (root / "kd_helpers/plan.py").read_text()
     anchor = '    Step("14_tuning"'
@@ -91,7 +91,7 @@ def run(root: Path, *args, check=True) -> subprocess.CompletedProcess:
 
 
 def test_the_change_is_one_loss_file_one_notebook_one_line(toy_repo):
-    assert changed_files(toy_repo) == {"kd_helpers/losses/toy.py": "new", "notebooks/15_toy.ipynb": "new",
+    assert changed_files(toy_repo) == {"kd_helpers/core/losses/toy.py": "new", "notebooks/15_toy.ipynb": "new",
                                        "kd_helpers/plan.py": ONE_LINE + "|"}
 
 

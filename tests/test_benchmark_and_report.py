@@ -7,7 +7,7 @@ import pytest
 from kd_helpers.experiment import distill, train_teacher
 from kd_helpers.report import (END, START, TEND, TSTART, compare_stores, provenance, results_table, update_readme,
                                update_readme_timings)
-from kd_helpers.results import load_results
+from kd_helpers.store.results import load_results
 from kd_helpers.study import record_timings
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
@@ -102,8 +102,8 @@ def test_precision_has_one_vocabulary_old_records_included(store, tmp_path):
     """Runs that recorded torch's dtype names (``bfloat16``) or nothing read as the config's
     ``bf16`` / ``fp32``, in load_results and in the histories."""
     import shutil
-    from kd_helpers.results import load_histories, write_manifest
-    from kd_helpers.util import precision_label
+    from kd_helpers.store.results import load_histories, write_manifest
+    from kd_helpers.core.util import precision_label
     assert [precision_label(v) for v in ("bfloat16", "float16", "float32", None, float("nan"), "bf16")] == \
         ["bf16", "fp16", "fp32", "fp32", "fp32", "bf16"]
     old = tmp_path / "old"
@@ -124,14 +124,14 @@ def test_precision_has_one_vocabulary_old_records_included(store, tmp_path):
 def test_provenance_counts_runs_per_commit_and_names_unrecorded_ones(store, tmp_path):
     import shutil
 
-    from kd_helpers.results import write_manifest
+    from kd_helpers.store.results import write_manifest
     copy = tmp_path / "s"
     shutil.copytree(store, copy)
     envs = sorted(copy.glob("*/*/seed_*/env.json"))
     for f, c in zip(envs, ["0123456789abcdef", "0123456789abcdef-dirty", None]):
         f.write_text(json.dumps({**json.loads(f.read_text()), "git_commit": c}))
         write_manifest(f.parent)   # an edited record, re-signed: the run stays intact
-    from kd_helpers.util import TRAINING_CODE_FINGERPRINT
+    from kd_helpers.core.util import TRAINING_CODE_FINGERPRINT
     text = provenance(load_results(copy))
     assert "commits: 0123456 (1), 0123456-dirty (1), not recorded (1);" in text
     # every run of this store was trained by the code under test: one fingerprint, all three runs
@@ -163,7 +163,7 @@ def test_parallel_benchmark_writes_its_ratio_into_its_readme(tmp_path, monkeypat
 def test_verdict_cell_shows_the_difference_its_interval_and_the_mcnemar_diagnostic():
     import pandas as pd
 
-    from kd_helpers.findings import verdict_cell
+    from kd_helpers.analysis.findings import verdict_cell
     v = pd.Series(dict(baseline="baseline", verdict="better", diff=0.0123, diff_ci_low=0.004, diff_ci_high=0.0206,
                        p_holm=0.012, mcnemar_better=2, mcnemar_worse=0, seeds=3))
     assert verdict_cell(v) == "better: +1.23 [+0.40, +2.06], p=0.012; McNemar per seed 2 better, 0 worse of 3"

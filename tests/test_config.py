@@ -6,9 +6,9 @@ import pytest
 
 from kd_helpers import experiment
 from kd_helpers.experiment import ConfigMismatch, RunSpec, derive_name, distill, run, spec_for, train_teacher
-from kd_helpers.losses import LOSSES, hparams
+from kd_helpers.core.losses import LOSSES, hparams
 from kd_helpers.report import results_table
-from kd_helpers.results import load_results, run_dir
+from kd_helpers.store.results import load_results, run_dir
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_config_records_the_network_and_the_loss_version(store):
     assert net["dropout"] == 0.3 and net["in_dropout"] == 0.1 and net["norm"] is False
     assert len(net["structure_sha256"]) == 16
     # and the run's records carry the fingerprint of the training code that ran it
-    from kd_helpers.util import TRAINING_CODE_FINGERPRINT
+    from kd_helpers.core.util import TRAINING_CODE_FINGERPRINT
     assert json.loads((r["dir"] / "env.json").read_text())["training_code"] == TRAINING_CODE_FINGERPRINT
     df = load_results(store)
     assert df[df.run == "dkd"].training_code.tolist() == [TRAINING_CODE_FINGERPRINT]
@@ -171,8 +171,8 @@ def test_a_run_trained_with_nn_dropout_is_not_reused_as_one_with_the_fast_dropou
 def test_every_dataset_has_its_study_entry_and_families_come_from_it():
     """presets.STUDY_DATA names each loadable dataset's family and validation split (no name
     matching); an unknown name is refused with what to add."""
-    from kd_helpers.data import DATASET_NAMES
-    from kd_helpers.presets import STUDY_DATA, family, preset
+    from kd_helpers.core.data import DATASET_NAMES
+    from kd_helpers.store.presets import STUDY_DATA, family, preset
     assert set(STUDY_DATA) == set(DATASET_NAMES)
     assert [family(d) for d in ("mnist", "fashion_mnist", "cifar10", "imagefolder64:/x", "cifar100@resnet56-resnet20")] \
         == ["mlp", "mlp", "cnn", "cnn", "pair"]

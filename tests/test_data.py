@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_helpers.data import DataConfig, DatasetNotFoundError, crop_flip, load_dataset
+from kd_helpers.core.data import DataConfig, DatasetNotFoundError, crop_flip, load_dataset
 from conftest import needs_cifar, shared_data_dir, tiny_dataset
 
 
@@ -118,7 +118,7 @@ def tiny_imagenet_tree(root, wnids=("n01443537", "n01629819", "n01641577"), per_
 
 
 def test_tinyimagenet_reads_the_official_layout(tmp_path):
-    from kd_helpers.data import _CACHE, load_dataset
+    from kd_helpers.core.data import _CACHE, load_dataset
     tiny_imagenet_tree(tmp_path)
     d = load_dataset("tinyimagenet", tmp_path, DataConfig(val_size=0), download=False)
     assert d.input_shape == (3, 64, 64) and d.num_classes == 3
@@ -129,7 +129,7 @@ def test_tinyimagenet_reads_the_official_layout(tmp_path):
 
 
 def test_tinyimagenet_missing_or_damaged_is_named(tmp_path):
-    from kd_helpers.data import DatasetDamagedError, DatasetNotFoundError, _CACHE, load_dataset
+    from kd_helpers.core.data import DatasetDamagedError, DatasetNotFoundError, _CACHE, load_dataset
     with pytest.raises(DatasetNotFoundError, match="tiny-imagenet-200.zip"):
         load_dataset("tinyimagenet", tmp_path, download=False)
     tiny_imagenet_tree(tmp_path, damage="n99999999")
@@ -139,7 +139,7 @@ def test_tinyimagenet_missing_or_damaged_is_named(tmp_path):
 
 
 def test_imagefolder_size_and_a_tree_too_large_for_memory(tmp_path, monkeypatch):
-    from kd_helpers import data
+    from kd_helpers.core import data
     from test_faults import image_tree
     image_tree(tmp_path, ["cat", "dog"], ["cat", "dog"], test_dir="val")
     d = data.load_dataset(f"imagefolder64:{tmp_path}", config=DataConfig(val_size=0))
@@ -152,8 +152,8 @@ def test_imagefolder_size_and_a_tree_too_large_for_memory(tmp_path, monkeypatch)
 
 
 def test_a_pair_study_reads_its_dataset_and_trains_its_pair():
-    from kd_helpers.data import data_name
-    from kd_helpers.presets import PROOF_EPOCHS, family, preset, split_study
+    from kd_helpers.core.data import data_name
+    from kd_helpers.store.presets import PROOF_EPOCHS, family, preset, split_study
     assert data_name("cifar100@wrn_40_2-wrn_16_2") == "cifar100"
     assert split_study("cifar10@resnet56-resnet20")[1].teacher == "resnet56" and family("cifar10@resnet56-resnet20") == "pair"
     p = preset("cifar100@wrn_40_2-wrn_16_2", "paper")   # RepDistiller's protocol

@@ -18,8 +18,8 @@ import pytest
 
 from kd_helpers import executors, plan
 from kd_helpers.experiment import lock_path, train_teacher
-from kd_helpers.lock import Busy, RunLock, held
-from kd_helpers.results import finished_runs, is_finished, load_results, run_dir
+from kd_helpers.core.lock import Busy, RunLock, held
+from kd_helpers.store.results import finished_runs, is_finished, load_results, run_dir
 from kd_helpers.study import execute, run_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,7 +256,7 @@ def test_a_preempted_task_releases_its_lock_and_is_requeued_with_the_same_job(tm
 
 
 def test_pruning_runs_on_every_seed_of_the_study_unless_told_otherwise():
-    from kd_helpers.params import check_parameters
+    from kd_helpers.store.params import check_parameters
     seeds = lambda **kw: sorted({(j.run, j.seed) for j in plan.jobs("20_pruning", {**SMOKE, "seeds": [0, 2], **kw},
                                                                       "/nonexistent")})
     assert seeds() == [("baseline", 0), ("baseline", 2), ("kd", 0), ("kd", 2)]
@@ -269,14 +269,14 @@ def test_pruning_runs_on_every_seed_of_the_study_unless_told_otherwise():
 def test_a_failed_run_is_reported_with_what_went_wrong():
     from kd_helpers.executors import last_line
     tb = ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n    f()\n'
-          "kd_helpers.data.DatasetNotFoundError: Dataset 'MNIST' not found and could not be downloaded.\n"
+          "kd_helpers.core.data.DatasetNotFoundError: Dataset 'MNIST' not found and could not be downloaded.\n"
           "  Looked in: data/MNIST\n  Fix: point KD_DATA_DIR at it")
-    assert last_line(tb) == "kd_helpers.data.DatasetNotFoundError: Dataset 'MNIST' not found and could not be downloaded."
+    assert last_line(tb) == "kd_helpers.core.data.DatasetNotFoundError: Dataset 'MNIST' not found and could not be downloaded."
     assert last_line("its teacher t is not finished") == "its teacher t is not finished"
 
 
 def test_a_paused_owner_keeps_its_lock_and_a_reused_pid_does_not(tmp_path, monkeypatch):
-    from kd_helpers import lock as lockmod
+    from kd_helpers.core import lock as lockmod
     monkeypatch.setenv("KD_LOCK_STALE_S", "1")
     path = tmp_path / "seed_0.lock"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -304,7 +304,7 @@ def test_a_heartbeat_from_the_future_is_skew_not_life(tmp_path, monkeypatch):
 
 
 def test_a_lock_on_a_full_disk_is_whole_or_absent_and_names_its_path(tmp_path, monkeypatch):
-    from kd_helpers.util import DiskFull
+    from kd_helpers.core.util import DiskFull
     path = tmp_path / "seed_0.lock"
     monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     with pytest.raises(DiskFull, match=r"seed_0.lock"):
@@ -313,7 +313,7 @@ def test_a_lock_on_a_full_disk_is_whole_or_absent_and_names_its_path(tmp_path, m
 
 
 def test_an_owner_whose_lock_was_broken_stops_and_leaves_the_new_owners_lock(tmp_path, capsys):
-    from kd_helpers.lock import LockLost
+    from kd_helpers.core.lock import LockLost
     path = tmp_path / "seed_0.lock"
     first = RunLock(path).acquire()
     path.unlink()                                      # judged stale by another worker ...
@@ -354,7 +354,7 @@ def test_a_worker_sets_its_share_of_threads_explicitly_not_through_the_environme
     import subprocess
     import sys
     code = ("import os, torch; os.environ.pop('KD_THREADS', None)\n"
-            "from kd_helpers import executors, util\n"
+            "from kd_helpers import executors\nfrom kd_helpers.core import util\n"
             "executors.work([], threads=3); util.setup_threads()\n"
             "print(torch.get_num_threads(), 'KD_THREADS' in os.environ, os.environ.get('KD_PROGRESS'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from kd_helpers import experiment, util
-from kd_helpers.data import DatasetDamagedError, load_dataset
+from kd_helpers import experiment
+
+from kd_helpers.core import util
+from kd_helpers.core.data import DatasetDamagedError, load_dataset
 from kd_helpers.experiment import ConfigMismatch, TeacherMismatch, distill, train_teacher
-from kd_helpers.params import ParameterError, check_parameters, declared
-from kd_helpers.results import MANIFEST, DamagedRun, load_results, run_dir
+from kd_helpers.store.params import ParameterError, check_parameters, declared
+from kd_helpers.store.results import MANIFEST, DamagedRun, load_results, run_dir
 from kd_helpers.study import run_study
-from kd_helpers.teacher_cache import TeacherOutputs
+from kd_helpers.core.teacher_cache import TeacherOutputs
 from conftest import tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +91,7 @@ def test_sigkill_then_resume_gives_identical_results(tmp_path, uninterrupted, po
 
 
 def test_killed_between_the_files_of_the_final_save(tmp_path, uninterrupted, monkeypatch):
-    import kd_helpers.results as results
+    import kd_helpers.store.results as results
     monkeypatch.setattr(results, "write_manifest", lambda path: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
     with pytest.raises(KeyboardInterrupt):
         distill("baseline", "mnist5k", "quick", results_dir=tmp_path, progress=False, **TRAIN)
@@ -182,7 +184,7 @@ def test_a_bit_flipped_in_a_checkpoint_is_caught_before_resuming(tmp_path, unint
 
 
 def test_a_checkpoint_and_its_checksum_from_consecutive_epochs_still_resume(tmp_path):
-    from kd_helpers.train import read_checkpoint, save_checkpoint
+    from kd_helpers.core.train import read_checkpoint, save_checkpoint
     path = tmp_path / "checkpoint.pt"
     save_checkpoint({"epoch": 0}, path)
     old = path.read_bytes()
@@ -198,8 +200,8 @@ def test_a_split_that_leaves_nothing_to_train_on_is_named(tmp_path):
 
 
 def test_dml_peers_are_bounded():
-    from kd_helpers.losses import build_loss
-    from kd_helpers.losses.base import Pair
+    from kd_helpers.core.losses import build_loss
+    from kd_helpers.core.losses.base import Pair
     with pytest.raises(ValueError, match="peers=1000000000 is outside 1..8"):
         build_loss("dml", Pair(4, [(8,)], make_student=lambda: torch.nn.Linear(2, 2)), peers=1_000_000_000)
     with pytest.raises(ParameterError, match="peers must be a finite number in \\[1, 8\\]"):
@@ -207,7 +209,7 @@ def test_dml_peers_are_bounded():
 
 
 def test_a_damaged_teacher_cache_is_recomputed(tmp_path):
-    from kd_helpers.models import create_model
+    from kd_helpers.core.models import create_model
     data = tiny_dataset()
     teacher = create_model("mlp_student", 4, in_shape=(1, 8, 8)).eval()
     first = TeacherOutputs(teacher, data, feats=False, cached=True, cache_dir=tmp_path)
@@ -256,7 +258,7 @@ def test_a_student_records_its_teacher_and_a_retrained_teacher_is_noticed(store)
     assert cfg["teacher_id"]["model_sha256"] == manifest["model.pt"]["sha256"]
     assert cfg["teacher_id"]["config_sha256"] == manifest["config.json"]["sha256"]
     # the teacher retrained elsewhere (same config, other weights, an intact store): its students are not reused
-    from kd_helpers.results import write_manifest
+    from kd_helpers.store.results import write_manifest
     tdir = run_dir(store, "mnist5k", "teacher", 0)
     blob = torch.load(tdir / "model.pt", weights_only=True)
     blob["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in blob["model"].items()}
@@ -289,7 +291,7 @@ def mnist_dir(tmp_path):
                                        ("garble", "damaged"), ("notgzip", "damaged: BadGzipFile"),
                                        ("official", "differ from the official")])
 def test_damaged_mnist_files_are_named(mnist_dir, how, match):
-    from kd_helpers import data
+    from kd_helpers.core import data
     f = mnist_dir / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
     if how == "notgzip":
         f.write_bytes(b"garbage" * 10)
@@ -308,7 +310,7 @@ def test_damaged_mnist_files_are_named(mnist_dir, how, match):
 
 
 def test_idx_size_that_disagrees_with_its_header_is_named(mnist_dir):
-    from kd_helpers import data
+    from kd_helpers.core import data
     f = mnist_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
     raw = gzip.decompress(f.read_bytes())
     f.write_bytes(gzip.compress(raw[:-100]))
@@ -397,7 +399,7 @@ def test_every_notebook_parameter_has_a_rule_and_its_default_passes():
     ("05_rkd", {"w_a": float("nan")}, "w_a=nan"),
 ])
 def test_loss_hyper_parameters_get_their_rule_from_the_loss_signature(notebook, given, match):
-    from kd_helpers.params import RULES, loss_rule
+    from kd_helpers.store.params import RULES, loss_rule
     name = next(iter(given))
     assert name not in RULES and loss_rule(name) is not None
     with pytest.raises(ParameterError, match=match):
@@ -507,7 +509,7 @@ def test_a_kill_between_the_manifest_and_the_clean_up_leaves_nothing_behind_for_
 
 
 def test_train_log_is_in_the_manifest_and_checked(store):
-    from kd_helpers.results import check_run
+    from kd_helpers.store.results import check_run
     d = run_dir(store, "mnist5k", "kd", 0)
     assert "train.log" in json.loads((d / MANIFEST).read_text())
     with open(d / "train.log", "a") as f:

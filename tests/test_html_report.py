@@ -7,7 +7,7 @@ import pytest
 from kd_helpers.experiment import distill, train_teacher
 from kd_helpers.html_report import render
 from kd_helpers.study import run_study
-from kd_helpers.util import REPO_ROOT
+from kd_helpers.core.util import REPO_ROOT
 
 pytestmark = pytest.mark.notebook
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from kd_helpers.losses import LOSSES, Pair, build_loss
-from kd_helpers.losses.byot import byot_terms
-from kd_helpers.losses.dkd import dkd_terms
-from kd_helpers.losses.srd_dist import relation_terms
+from kd_helpers.core.losses import LOSSES, Pair, build_loss
+from kd_helpers.core.losses.byot import byot_terms
+from kd_helpers.core.losses.dkd import dkd_terms
+from kd_helpers.core.losses.srd_dist import relation_terms
 
 FIXTURES = Path(__file__).parent / "fixtures" / "references"
 REFERENCE_METHODS = sorted(p.stem for p in FIXTURES.glob("*.json"))
@@ -119,7 +119,7 @@ def test_rkd_matches_the_reference_up_to_its_documented_distance_factor():
 
 
 def test_rkd_angle_is_unbiased_at_batch_128_and_every_row_gets_a_gradient():
-    from kd_helpers.losses.rkd import angle_loss, chunked_angle_loss
+    from kd_helpers.core.losses.rkd import angle_loss, chunked_angle_loss
     gen = torch.Generator().manual_seed(0)
     s, t = torch.randn(128, 8, generator=gen), torch.randn(128, 12, generator=gen)
     full = angle_loss(s, t).item()

@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_helpers.losses import LOSSES, Pair, build_loss, describe_pair
-from kd_helpers.losses.at import at_loss
-from kd_helpers.losses.dist import dist_terms
-from kd_helpers.losses.dkd import dkd_terms
-from kd_helpers.losses.kd import kd_div
-from kd_helpers.losses.rkd import angle_loss, pairwise_distance_loss
-from kd_helpers.models import create_model
+from kd_helpers.core.losses import LOSSES, Pair, build_loss, describe_pair
+from kd_helpers.core.losses.at import at_loss
+from kd_helpers.core.losses.dist import dist_terms
+from kd_helpers.core.losses.dkd import dkd_terms
+from kd_helpers.core.losses.kd import kd_div
+from kd_helpers.core.losses.rkd import angle_loss, pairwise_distance_loss
+from kd_helpers.core.models import create_model
 
 
 
@@ -318,7 +318,7 @@ def test_every_method_takes_one_step(name, family):
     assert any(not torch.equal(b, p) for b, p in zip(before, student.parameters()))
 
 
-# the reference studies' teacher -> student pairs (kd_helpers.presets.PAIRS), on tiny 16x16 inputs
+# the reference studies' teacher -> student pairs (kd_helpers.store.presets.PAIRS), on tiny 16x16 inputs
 RESIDUAL_PAIRS = [("wrn_16_4", "wrn_40_4"), ("wrn_40_1", "wrn_40_2"), ("wrn_16_2", "wrn_40_4"),
                   ("mobilenetv2", "wrn_40_4"), ("mobilenetv2", "resnet18"), ("resnet8x4", "resnet32x4"),
                   ("resnet20", "resnet56"), ("wrn_16_2", "wrn_40_2"), ("vgg8", "vgg13"), ("resnet18", "resnet50"),

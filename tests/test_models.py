@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kd_helpers.models import MODELS, count_params, create_model
+from kd_helpers.core.models import MODELS, count_params, create_model
 
 EXPECTED = {"mlp_teacher": 2.39e6, "mlp_student": 1.28e6, "mlp_fitnet": 0.51e6,
             "cnn_teacher": 4.46e6, "cnn_student": 1.07e6}
@@ -66,7 +66,7 @@ def test_unknown_model_lists_available():
 def test_fast_dropout_keep_rate_is_binomial_and_exact_to_its_resolution():
     from scipy import stats as sps
 
-    from kd_helpers.models import Dropout
+    from kd_helpers.core.models import Dropout
     torch.manual_seed(0)
     for p in (0.1, 0.3, 0.5, 0.2):
         d = Dropout(p).train()
@@ -81,7 +81,7 @@ def test_fast_dropout_keep_rate_is_binomial_and_exact_to_its_resolution():
 
 
 def test_fast_dropout_scales_inverts_and_passes_the_gradient_through_the_mask():
-    from kd_helpers.models import Dropout
+    from kd_helpers.core.models import Dropout
     torch.manual_seed(1)
     d = Dropout(0.3).train()
     x = torch.randn(64, 300, requires_grad=True)
@@ -95,7 +95,7 @@ def test_fast_dropout_scales_inverts_and_passes_the_gradient_through_the_mask():
 
 
 def test_fast_dropout_is_deterministic_under_a_seed_and_the_identity_in_eval():
-    from kd_helpers.models import Dropout
+    from kd_helpers.core.models import Dropout
     d = Dropout(0.5).train()
     x = torch.ones(8, 1000)
     torch.manual_seed(7)
@@ -111,7 +111,7 @@ def test_fast_dropout_is_deterministic_under_a_seed_and_the_identity_in_eval():
 
 
 def test_the_study_networks_use_the_fast_dropout_and_record_it():
-    from kd_helpers.models import Dropout, network_config
+    from kd_helpers.core.models import Dropout, network_config
     for name in ("mlp_teacher", "mlp_student", "cnn_student"):
         m = create_model(name)
         assert not any(type(x) is torch.nn.Dropout for x in m.modules())

@@ -6,9 +6,9 @@ import pytest
 
 from kd_helpers import plan, tuning
 from kd_helpers.experiment import distill, train_teacher
-from kd_helpers.losses import LOSSES
-from kd_helpers.presets import tuning_budget, variant
-from kd_helpers.results import load_results
+from kd_helpers.core.losses import LOSSES
+from kd_helpers.store.presets import tuning_budget, variant
+from kd_helpers.store.results import load_results
 from kd_helpers.plan import STEPS
 from kd_helpers.study import NOTEBOOK_DIR, NotebookFailed, execute, record_timings, run_study
 from conftest import needs_cifar, shared_data_dir
@@ -60,7 +60,7 @@ def check_ablation(nb, dataset):
     """01_teacher's appendix records its table: every row of the family's grid, the study's own
     protocol marked once per role, and the validation choice marked."""
     from kd_helpers.ablation import GRID
-    from kd_helpers.presets import family
+    from kd_helpers.store.presets import family
     found = [o.metadata["kd_ablation"] for c in nb.cells for o in c.get("outputs", [])
              if "kd_ablation" in o.get("metadata", {})]
     assert len(found) == 1
@@ -158,7 +158,7 @@ def test_a_teacher_student_pair_runs_through_the_notebooks(tmp_path, store):
     nb = run_nb("13_dkd", tmp_path, store, dataset=ds)
     s = recorded_summary(nb)
     assert s["dataset"] == ds and s["runs"] == ["baseline", "kd", "dkd"] and set(s["verdicts"]) == {"kd", "dkd"}
-    from kd_helpers.results import load_results
+    from kd_helpers.store.results import load_results
     df = load_results(store).query("dataset == @ds")
     assert set(df.run) == {"teacher", "baseline", "kd", "dkd"}
     assert set(df.set_index("run").model.items()) == {("teacher", "resnet56"), ("baseline", "resnet20"),
@@ -204,7 +204,12 @@ def test_notebook_smoke_once(name, tmp_path, filled_store):
 
 
 def test_runner_names_the_failing_notebook(tmp_path, monkeypatch):
-    with pytest.raises(NotebookFailed, match="00_data failed .*no_such_dataset"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotebookFailed, match="00_data failed \\(cifar100\\).*cifar-100-python"):
+        run_study("smoke", datasets=["cifar100"], data_dir=str(tmp_path / "empty"), results_dir=str(tmp_path / "r"),
+                  reports_dir=str(tmp_path / "rep"), only=["00_data"], log=lambda *_: None)
+    # an unknown dataset is refused before any notebook runs
+    with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
         run_study("smoke", datasets=["no_such_dataset"], results_dir=str(tmp_path / "r"),
                   reports_dir=str(tmp_path / "rep"), only=["00_data"], log=lambda *_: None)
 

@@ -1,7 +1,7 @@
 import matplotlib
 import pandas as pd
 
-from kd_helpers import plots
+from kd_helpers.analysis import plots
 
 matplotlib.use("Agg")
 
@@ -31,7 +31,7 @@ def test_save_writes_files_and_echoes_no_path(tmp_path):
 
 
 def test_only_the_paper_profile_writes_to_the_committed_figures_dir(monkeypatch, tmp_path):
-    from kd_helpers.util import REPO_ROOT
+    from kd_helpers.core.util import REPO_ROOT
     monkeypatch.delenv("KD_FIGURES_DIR", raising=False)
     monkeypatch.setattr(plots, "REPO_ROOT", tmp_path)
     assert plots.figures_dir(profile="paper") == tmp_path / "figures"

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from kd_helpers import prune
-from kd_helpers.evaluate import flops
+from kd_helpers.core import prune
+from kd_helpers.core.evaluate import flops
 from kd_helpers.experiment import _save_model, distill, load_model, train_teacher
 from kd_helpers.prune_sweep import prune_and_finetune, speed_check
-from kd_helpers.losses import build_loss
-from kd_helpers.models import count_params, create_model
-from kd_helpers.train import TrainConfig, fit
+from kd_helpers.core.losses import build_loss
+from kd_helpers.core.models import count_params, create_model
+from kd_helpers.core.train import TrainConfig, fit
 from conftest import tiny_dataset
 
 
@@ -59,7 +59,7 @@ def test_prune_and_finetune_run_is_stored(tmp_path):
     # the speed check re-times the models from their weights: on a published store (no student
     # weights) it returns nothing instead of failing, and the notebook says why
     from kd_helpers.publish import publish
-    from kd_helpers.results import load_results
+    from kd_helpers.store.results import load_results
     speed = speed_check(load_results(tmp_path), "baseline", batches=(1,))
     assert set(speed.run) == {"baseline", "prune_unstru_50_kd_baseline", "prune_struct_50_kd_baseline"}
     assert speed.set_index("run").speedup["baseline"] == 1.0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from kd_helpers.experiment import distill, train_teacher
-from kd_helpers import stats
+from kd_helpers.analysis import stats
 from kd_helpers.publish import compact_logits, publish
-from kd_helpers.results import DamagedRun, load_predictions, load_results, run_dir
+from kd_helpers.store.results import DamagedRun, load_predictions, load_results, run_dir
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_a_pair_teacher_is_published_without_weights_and_its_students_still_reus
     """The pairs' teachers stay out of the store (size); a student recorded against the original
     weights is reused, and a new one that needs them fails with what to do, not a KeyError."""
     from kd_helpers import experiment, publish as pub_mod
-    from kd_helpers.results import read_json
+    from kd_helpers.store.results import read_json
     pair = tmp_path / "pair"
     shutil.copytree(store / "mnist5k", pair / "mnist5k@mlp_teacher-mlp_student")
     shutil.copytree(store / "mnist5k", pair / "mnist5k")

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from kd_helpers.report import END, START
-from kd_helpers.results import load_results, of_kind
+from kd_helpers.store.results import load_results, of_kind
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_committed_report_notebook_states_what_the_committed_store_produces():
     store, every study in it, and its findings are what that store gives today."""
     import nbformat
 
-    from kd_helpers.findings import study_compute, study_findings
+    from kd_helpers.analysis.findings import study_compute, study_findings
     from kd_helpers.report import readme_root, superseded_line
     nb = nbformat.read(REPO / "reports" / "paper" / "31_report.ipynb", as_version=4)
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
@@ -51,7 +51,7 @@ def test_published_notebooks_name_no_machine_path():
 
 
 def test_findings_say_when_a_teacher_is_no_better_than_its_student():
-    from kd_helpers.findings import study_findings
+    from kd_helpers.analysis.findings import study_findings
     from kd_helpers.report import readme_root
     df = load_results(readme_root("paper"))
     flagged = {}
@@ -64,7 +64,7 @@ def test_findings_say_when_a_teacher_is_no_better_than_its_student():
 
 
 def test_findings_state_the_seed_count_as_it_is():
-    from kd_helpers.findings import study_findings
+    from kd_helpers.analysis.findings import study_findings
     from kd_helpers.report import readme_root
     df = load_results(readme_root("paper"))
     mnist = df[df.dataset == "mnist"]
@@ -74,7 +74,7 @@ def test_findings_state_the_seed_count_as_it_is():
 
 
 def test_findings_compare_every_reference_row_with_the_published_runs():
-    from kd_helpers.findings import REFERENCE, study_findings
+    from kd_helpers.analysis.findings import REFERENCE, study_findings
     from kd_helpers.report import readme_root
     df = load_results(readme_root("paper"))
     mnist = df[df.dataset == "mnist"]
@@ -85,7 +85,7 @@ def test_findings_compare_every_reference_row_with_the_published_runs():
 
 
 def test_findings_count_the_compute_of_every_published_run_and_judge_kd_after_pruning():
-    from kd_helpers.findings import pruning_verdicts, study_findings
+    from kd_helpers.analysis.findings import pruning_verdicts, study_findings
     from kd_helpers.report import readme_root
     df = load_results(readme_root("paper"))
     mnist = df[df.dataset == "mnist"]

@@ -5,8 +5,8 @@ import pytest
 
 from kd_helpers import experiment
 from kd_helpers.experiment import ConfigMismatch, RunSpec, distill, load_model, run, train_teacher
-from kd_helpers.results import load_histories, load_results, run_dir
-from kd_helpers.util import atomic_write_json
+from kd_helpers.store.results import load_histories, load_results, run_dir
+from kd_helpers.core.util import atomic_write_json
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -79,7 +79,7 @@ def test_test_logits_refuses_runs_on_different_test_examples(store, tmp_path):
 
     import numpy as np
 
-    from kd_helpers.results import test_logits
+    from kd_helpers.store.results import test_logits
     distill("baseline", "mnist5k", "smoke", results_dir=store)
     df = load_results(store)
     y, logits = test_logits(df, "mnist5k", seed=0)
@@ -95,7 +95,7 @@ def test_test_logits_refuses_runs_on_different_test_examples(store, tmp_path):
 
 
 def test_test_logits_takes_the_teacher_seed_the_students_name(tmp_path):
-    from kd_helpers.results import test_logits
+    from kd_helpers.store.results import test_logits
     train_teacher("mnist5k", "smoke", seeds=[1], results_dir=tmp_path)
     from dataclasses import replace
     run(replace(experiment.spec_for("kd", "mnist5k", "smoke", seed=2), teacher_seed=1), tmp_path)
@@ -106,7 +106,7 @@ def test_test_logits_takes_the_teacher_seed_the_students_name(tmp_path):
 def test_training_throughput_counts_training_time_only(tmp_path):
     import numpy as np
 
-    from kd_helpers.results import save_run, training_throughput
+    from kd_helpers.store.results import save_run, training_throughput
 
     def fake(run, method, model, seed, epochs):
         cfg = {"dataset": "d", "run": run, "method": method, "model": model, "seed": seed}
@@ -125,14 +125,14 @@ def test_training_throughput_counts_training_time_only(tmp_path):
 
 
 def test_a_run_records_the_commit_its_process_loaded_not_head_when_it_finishes(monkeypatch):
-    from kd_helpers import util
+    from kd_helpers.core import util
     monkeypatch.setattr(util, "git_commit", lambda: "0" * 40)   # a commit made while a worker trains
     assert util.environment()["git_commit"] == util.LOADED_COMMIT != "0" * 40
 
 
 def test_only_an_edit_of_the_code_makes_a_commit_dirty(monkeypatch, tmp_path):
     import subprocess
-    from kd_helpers import util
+    from kd_helpers.core import util
     git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,
                                     check=True, capture_output=True)
     (tmp_path / "kd_helpers").mkdir()
@@ -152,7 +152,7 @@ def test_only_an_edit_of_the_code_makes_a_commit_dirty(monkeypatch, tmp_path):
 
 
 def test_the_training_code_fingerprint_ignores_documentation_and_sees_code(tmp_path):
-    from kd_helpers.util import code_fingerprint
+    from kd_helpers.core.util import code_fingerprint
     (tmp_path / "losses").mkdir()
     src = 'def f(x):\n    """Doc."""\n    return x + 1  # why\n'
     (tmp_path / "losses" / "a.py").write_text(src)
@@ -168,7 +168,7 @@ def test_the_training_code_fingerprint_ignores_documentation_and_sees_code(tmp_p
 def test_a_table_of_runs_from_two_training_codes_is_refused():
     import pandas as pd
 
-    from kd_helpers.findings import one_training_code
+    from kd_helpers.analysis.findings import one_training_code
     one = pd.DataFrame({"run": ["baseline", "kd"], "training_code": ["abc", "abc"]})
     assert one_training_code(one) == "abc"
     mixed = one.assign(training_code=["abc", "def"])
@@ -181,7 +181,7 @@ def test_a_table_of_runs_from_two_training_codes_is_refused():
 def test_run_kinds_select_rows_by_what_runs_are_not_by_their_names():
     """``of_kind`` reads the recorded kind; a table without it (built by hand) by run name."""
     import pandas as pd
-    from kd_helpers.results import not_of_kind, of_kind
+    from kd_helpers.store.results import not_of_kind, of_kind
     df = pd.DataFrame({"run": ["kd", "prune_struct_50_kd_kd", "ablation_x", "tuned_kd", "odd_name"],
                        "kind": ["study", "prune", "ablation", "tuned", "prune"]})
     assert of_kind(df, "prune").run.tolist() == ["prune_struct_50_kd_kd", "odd_name"]   # the record decides
@@ -190,3 +190,13 @@ def test_run_kinds_select_rows_by_what_runs_are_not_by_their_names():
     assert of_kind(legacy, "study").run.tolist() == ["kd", "odd_name"]
     with pytest.raises(ValueError, match="Unknown run kind.*'pruned'"):
         of_kind(df, "pruned")
+
+
+def test_one_parser_for_study_names():
+    """``<dataset>@<pair>``: one parser (presets.study_parts), which load_results exposes as columns."""
+    from kd_helpers.store.presets import split_study, study_parts
+    assert study_parts("cifar100@wrn_40_2-wrn_16_2") == ("cifar100", "wrn_40_2-wrn_16_2")
+    assert study_parts("mnist") == ("mnist", None)
+    assert study_parts("imagefolder:/data/a@b") == ("imagefolder:/data/a@b", None)   # an "@" in a tree's path
+    with pytest.raises(ValueError, match="Unknown teacher-student pair 'x-y'"):
+        split_study("cifar10@x-y")

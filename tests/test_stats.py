@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from kd_helpers import stats
+from kd_helpers.analysis import stats
 
 
 def preds_from_table(n11, n10, n01, n00):
@@ -101,7 +101,7 @@ def test_versus_reference():
 
 
 def test_pareto_front_by_hand_and_one_cost_per_network():
-    from kd_helpers.findings import pareto_front
+    from kd_helpers.analysis.findings import pareto_front
     g = pd.DataFrame({"run": ["teacher", "baseline", "kd", "dist", "small", "prune_kd"],
                       "model": ["big", "s", "s", "s", "tiny", "s"],
                       "params": [900, 100, 100, 100, 10, 50],   # the pruned copy of s is another network
@@ -112,8 +112,8 @@ def test_pareto_front_by_hand_and_one_cost_per_network():
 
 
 def test_same_score_on_every_seed_says_the_runs_differ(tmp_path):
-    from kd_helpers.findings import same_score_on_every_seed
-    from kd_helpers.results import write_npz
+    from kd_helpers.analysis.findings import same_score_on_every_seed
+    from kd_helpers.store.results import write_npz
     y = np.zeros(6, dtype=np.int64)
     preds = {0: [0, 0, 0, 0, 1, 2], 1: [1, 2, 0, 0, 0, 0], 2: [0, 0, 0, 0, 1, 2]}   # 2 errors each
     rows = []
@@ -192,7 +192,7 @@ def test_the_ablation_says_when_the_studys_protocol_widens_the_gap_and_what_kd_g
 
 
 def test_a_pruned_model_fine_tuned_with_kd_is_compared_with_its_ce_twin_only():
-    from kd_helpers.findings import finetuned_with_ce
+    from kd_helpers.analysis.findings import finetuned_with_ce
     rows = [("prune_struct_50_kd_srd", "kd", "srd", "structured", 0.5), ("prune_struct_50_ce_srd", "ce", "srd", "structured", 0.5),
             ("prune_struct_70_ce_srd", "ce", "srd", "structured", 0.7), ("prune_unstru_50_ce_srd", "ce", "srd", "unstructured", 0.5),
             ("prune_struct_50_ce_baseline", "ce", "baseline", "structured", 0.5), ("kd", "kd", None, None, None)]
@@ -218,7 +218,7 @@ def test_the_ablation_is_read_from_finished_runs_and_only_complete_roles_are_sum
 
 
 def test_the_mcnemar_line_names_the_checkpoint_verdicts_the_method_test_does_not_confirm():
-    from kd_helpers.findings import mcnemar_line
+    from kd_helpers.analysis.findings import mcnemar_line
     vs = pd.DataFrame({"run": ["a", "b", "c", "d"], "diff": [0.02, 0.01, -0.015, 0.01],
                        "verdict": ["better", "no significant difference", "no significant difference", "not judged"],
                        "seeds": [3, 3, 3, 1], "mcnemar_better": [3, 2, 0, 1], "mcnemar_worse": [0, 0, 2, 0]})
@@ -229,7 +229,7 @@ def test_the_mcnemar_line_names_the_checkpoint_verdicts_the_method_test_does_not
 
 
 def test_the_whole_studys_compute_is_the_sum_of_its_runs():
-    from kd_helpers.findings import study_compute
+    from kd_helpers.analysis.findings import study_compute
     every = pd.DataFrame({"dataset": ["a", "a", "b"], "train_s": [3600.0, 1800.0, 7200.0],
                           "train_flops": [1e12, 1e12, 2e12], "precision": ["bfloat16", "bfloat16", "float32"]})
     line = study_compute(every)
@@ -340,7 +340,7 @@ def test_overdispersion_against_mcnemars_model():
 
 
 def test_the_forest_plot_puts_tuned_rows_beside_the_published_ones():
-    from kd_helpers import summary
+    from kd_helpers.analysis import summary
     vs = pd.DataFrame({"run": ["kd", "dkd"], "baseline": "baseline", "diff": [0.01, -0.02], "diff_ci_low": [0.0, -0.03],
                        "diff_ci_high": [0.02, -0.01], "verdict": ["better", "worse"]})
     tuned = vs.assign(run=["tuned_kd", "tuned_dkd"], diff=[0.015, 0.0], verdict="no significant difference")

@@ -1,9 +1,9 @@
 import torch
 
-from kd_helpers.losses import build_loss, describe_pair
-from kd_helpers.models import create_model
-from kd_helpers.teacher_cache import TeacherOutputs, teacher_key
-from kd_helpers.train import TrainConfig, fit
+from kd_helpers.core.losses import build_loss, describe_pair
+from kd_helpers.core.models import create_model
+from kd_helpers.core.teacher_cache import TeacherOutputs, teacher_key
+from kd_helpers.core.train import TrainConfig, fit
 from conftest import tiny_dataset
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from kd_helpers.losses import build_loss, describe_pair
-from kd_helpers.models import create_model
-from kd_helpers.train import NonFiniteLoss, TrainConfig, fit, lr_factor, make_optimizer
+from kd_helpers.core.losses import build_loss, describe_pair
+from kd_helpers.core.models import create_model
+from kd_helpers.core.train import NonFiniteLoss, TrainConfig, fit, lr_factor, make_optimizer
 from conftest import tiny_dataset
 
 CFG = TrainConfig(epochs=4, batch_size=16, lr=3e-3, eval_batch_size=64)
@@ -76,7 +76,7 @@ def test_lr_schedules():
 
 
 def test_precision_setting_resolves_per_device(monkeypatch):
-    from kd_helpers import util
+    from kd_helpers.core import util
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert util.autocast_dtype("fp32", cpu) is None
     assert util.autocast_dtype("bf16", cpu) is torch.bfloat16
@@ -93,8 +93,8 @@ def test_bf16_training_is_recorded_and_follows_fp32():
     data = tiny_dataset()
     runs = {p: fit(make(), build_loss("ce"), data, TrainConfig(**{**CFG.__dict__, "precision": p}), progress=False)
             for p in ("fp32", "bf16")}
-    assert {h["precision"] for h in runs["fp32"]} == {"float32"}
-    assert {h["precision"] for h in runs["bf16"]} == {"bfloat16"}
+    assert {h["precision"] for h in runs["fp32"]} == {"fp32"}
+    assert {h["precision"] for h in runs["bf16"]} == {"bf16"}
     for a, b in zip(runs["fp32"], runs["bf16"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.1)
     assert runs["bf16"][-1]["train_acc"] > 0.9
@@ -134,8 +134,8 @@ class SabotagedLastEpoch(torch.nn.Module):
 
 
 def test_the_best_validation_epoch_is_selected_and_restored(tmp_path):
-    from kd_helpers.train import predict
-    from kd_helpers.evaluate import accuracy
+    from kd_helpers.core.train import predict
+    from kd_helpers.core.evaluate import accuracy
     data = tiny_dataset()
     cfg = TrainConfig(**{**CFG.__dict__, "precision": "fp32", "epochs": 5, "lr": 1e-2})
     model = make()
@@ -158,7 +158,7 @@ def test_the_best_validation_epoch_is_selected_and_restored(tmp_path):
 
 
 def test_latency_blocks_follow_the_setting_and_are_recorded(monkeypatch):
-    from kd_helpers import evaluate
+    from kd_helpers.core import evaluate
     seen = []
     monkeypatch.setattr(evaluate, "latency_ms", lambda m, s, batch=1, repeats=20, number=10: seen.append(
         (batch, repeats)) or (1.0, 0.0))

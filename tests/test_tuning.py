@@ -6,11 +6,13 @@ from dataclasses import replace
 import optuna
 import pytest
 
-from kd_helpers import plan, publish, tuning, tuning_report
-from kd_helpers.data import Dataset
+from kd_helpers import plan, publish, tuning
+
+from kd_helpers.analysis import tuning_report
+from kd_helpers.core.data import Dataset
 from kd_helpers.experiment import train_teacher
-from kd_helpers.presets import SEARCH_SPACE, SHARED_SPACE, TUNED, TUNING_SEED, tuning_budget
-from kd_helpers.results import check_run, finished_runs, load_results, read_json, run_dir
+from kd_helpers.store.presets import SEARCH_SPACE, SHARED_SPACE, TUNED, TUNING_SEED, tuning_budget
+from kd_helpers.store.results import check_run, finished_runs, load_results, read_json, run_dir
 
 DS, PROFILE = "mnist5k", "smoke"
 

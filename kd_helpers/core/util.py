@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]   # kd_helpers/core/util.py
 _THREADS_SET = False
 
 

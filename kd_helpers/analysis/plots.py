@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .util import REPO_ROOT
+from ..core.util import REPO_ROOT
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 plt.rcParams["svg.hashsalt"] = "kd-study"   # stable element ids, hence stable SVG bytes

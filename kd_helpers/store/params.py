@@ -13,9 +13,9 @@ import math
 import re
 import types
 
-from .data import DATASET_NAMES
+from ..core.data import DATASET_NAMES
 from .presets import PAIRS, PROFILES, split_study
-from .util import REPO_ROOT
+from ..core.util import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -113,7 +113,7 @@ def loss_rule(name: str):
     type (an integer if every default is one), non-negative unless a default is negative, or
     None (the study's value). None when no loss has a numeric default of that name: then the
     parameter needs a rule in ``RULES``."""
-    from .losses import LOSSES, hparams
+    from ..core.losses import LOSSES, hparams
     defaults = [hp[name] for m in LOSSES if name in (hp := hparams(m))]
     kinds = {type(d) for d in defaults}
     if not defaults or not kinds <= {int, float}:
@@ -159,7 +159,7 @@ def check_parameters(namespace: dict, notebook: str) -> dict:
         rule = RULES.get(name) or loss_rule(name)
         if rule is None:
             raise ParameterError(f"Parameter '{name}' of notebooks/{notebook}.ipynb has no rule in "
-                                 f"kd_helpers/params.py RULES and is no loss's numeric hyper-parameter: add one.")
+                                 f"kd_helpers/store/params.py RULES and is no loss's numeric hyper-parameter: add one.")
         problem = rule(given.get(name))
         if problem:
             raise ParameterError(f"Notebook {notebook}: parameter {name}={given.get(name)!r} is not accepted; "

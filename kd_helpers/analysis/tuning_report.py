@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import findings
 from .plots import save
-from .results import dataset_dir, load_results, of_kind, results_root
+from ..store.results import dataset_dir, load_results, of_kind, results_root
 
 TUNED = "tuned_"
 _DONE = {"COMPLETE", "PRUNED", "FAIL"}
@@ -190,7 +190,7 @@ def show_interpretation(trials: pd.DataFrame, comparison: pd.DataFrame, dataset:
 
 def status_line(dataset: str, profile: str = "quick", results_dir=None) -> str:
     """Where ``dataset``'s tuning stands: studies started, trials told of the budget, tuned rows."""
-    from .presets import tuned_variants, tuning_budget
+    from ..store.presets import tuned_variants, tuning_budget
     trials = trials_summary(dataset, profile, results_dir)
     n_trials, n_seeds = tuning_budget(dataset, profile)
     n_studies = len(tuned_variants(dataset))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .findings import REFERENCE, accuracy_summary, baseline_for, detectable, versus_baselines
-from .results import of_kind
+from ..store.results import of_kind
 
 MAIN = ("mnist", "cifar10")
 _VERDICT_COLOUR = {"better": "#1a7f37", "worse": "#cf222e", "no significant difference": "#57606a",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from .data import DataConfig
-from .losses import LOSSES
-from .train import TrainConfig
+from ..core.data import DataConfig
+from ..core.losses import LOSSES
+from ..core.train import TrainConfig
 
 PROFILES = ("smoke", "quick", "paper")
 
@@ -74,10 +74,19 @@ PAIRS = {
 PROOF_EPOCHS = 5
 
 
+def study_parts(dataset: str) -> tuple[str, str | None]:
+    """The one parser of a study's name: ``cifar100@wrn_40_2-wrn_16_2`` -> (``cifar100``,
+    ``wrn_40_2-wrn_16_2``); a plain dataset (an image tree's path may hold an "@") -> (it, None)."""
+    data, sep, pair = dataset.rpartition("@")
+    if not sep or dataset.startswith("imagefolder") and pair not in PAIRS:
+        return dataset, None
+    return data, pair
+
+
 def split_study(dataset: str) -> tuple[str, Pair | None]:
     """``cifar100@wrn_40_2-wrn_16_2`` -> (``cifar100``, its Pair); a plain dataset -> (it, None)."""
-    data, sep, pair = dataset.rpartition("@")
-    if not sep:
+    data, pair = study_parts(dataset)
+    if pair is None:
         return dataset, None
     if pair not in PAIRS:
         raise ValueError(f"Unknown teacher-student pair '{pair}' in '{dataset}'. Pairs: {', '.join(PAIRS)}")
@@ -110,7 +119,7 @@ def data_entry(data: str) -> DataEntry:
     if re.fullmatch(r"imagefolder\d*:.+", data):
         return IMAGEFOLDER
     raise ValueError(f"Unknown dataset '{data}'. Available: {', '.join(STUDY_DATA)}, imagefolder:<path> (32x32) "
-                     f"or imagefolder<size>:<path>; a new dataset needs an entry in kd_helpers/presets.py STUDY_DATA.")
+                     f"or imagefolder<size>:<path>; a new dataset needs an entry in kd_helpers/store/presets.py STUDY_DATA.")
 
 
 def family(dataset: str) -> str:

@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from . import findings, plots
-from .losses import describe_method
+from ..core.losses import describe_method
 from .tables import results_table
-from .results import load_histories, load_results, of_kind
+from ..store.results import load_histories, load_results, of_kind
 
 
 def run_names(runs) -> list[str]:

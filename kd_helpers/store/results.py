@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .util import REPO_ROOT, _atomic, atomic_write_json, atomic_write_text, precision_label, sha256
+from ..core.util import REPO_ROOT, _atomic, atomic_write_json, atomic_write_text, precision_label, sha256
+from .presets import study_parts
 
 
 def results_root(root: str | os.PathLike | None = None, profile: str | None = None) -> Path:
@@ -223,7 +224,8 @@ def load_results(root=None, profile: str | None = None, *, trials: bool = False)
         if kind == "trial" and not trials:
             continue   # a tuning trial: validation only, read through kd_helpers.tuning
         env = read_json(d / "env.json") if (d / "env.json").exists() else {}
-        rows.append({"dataset": cfg["dataset"], "run": cfg["run"], "method": cfg["method"],
+        data, pair = study_parts(cfg["dataset"])
+        rows.append({"dataset": cfg["dataset"], "data": data, "pair": pair, "run": cfg["run"], "method": cfg["method"],
                      "model": cfg["model"], "seed": cfg["seed"], "kind": kind,
                      # runs from before versioned losses carry none: they were trained under version 1
                      "loss_version": cfg.get("loss_version", 1),

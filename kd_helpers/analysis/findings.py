@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .results import load_predictions, of_kind, training_throughput
+from ..store.results import load_predictions, of_kind, training_throughput
 
 # The reference study's published numbers (test accuracy %, test errors), per dataset and run
 # of this study. Only rows it reports are here; runs without a row are compared with nothing.
