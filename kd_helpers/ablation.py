@@ -177,7 +177,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def describe(table: pd.DataFrame, dataset: str) -> str:
+def interpretation(table: pd.DataFrame, dataset: str) -> str:
     """The ablation's verdict in words: what validation chose, whether it is the study's protocol,
     and how far the study's runs are from the reference study's numbers."""
     if table.empty:

@@ -80,7 +80,7 @@ def prerender_math(nb):
     return nb
 
 
-def describe(nb, limit: int = 160) -> str:
+def page_summary(nb, limit: int = 160) -> str:
     """A notebook's one-line description: the first sentence after its title, without its math
     and markdown marks, at most ``limit`` characters."""
     for c in nb.cells:
@@ -106,7 +106,7 @@ def render(profile: str, reports_dir=None) -> Path:
     titles, descriptions = {}, {}
     for ds, path in executed_notebooks(reports):
         nb = settings_last(nbformat.read(path, as_version=4))
-        descriptions[path.stem] = describe(nb)
+        descriptions[path.stem] = page_summary(nb)
         nb = prerender_math(nb)
         nb.metadata.pop("papermill", None)   # input/output paths of the machine that ran it
         rel = Path(ds) / f"{path.stem}.html" if ds else Path(f"{path.stem}.html")

@@ -140,14 +140,14 @@ def _ablation_table(role, rows):
 
 
 def test_ablation_chooses_on_the_studys_validation_split_and_says_what_stays_unexplained():
-    from kd_helpers.ablation import describe
+    from kd_helpers.ablation import interpretation
     rows = [  # protocol, study, val_size, val_acc, test_acc
         ("reference", False, 6000, 0.980, 0.9815), ("study's", True, 6000, 0.985, 0.9874),
         ("smaller split", False, 1200, 0.990, 0.9880),   # its higher val_acc is on another (smaller) set
         ("jitter", False, 6000, 0.9855, 0.9891)]
     t = _ablation_table("teacher", rows)
     assert t["best on validation"].tolist() == [False, False, False, True]
-    text = describe(t, "mnist")   # reference teacher 98.95%: 0.80 short as run, the study closes 0.59
+    text = interpretation(t, "mnist")   # reference teacher 98.95%: 0.80 short as run, the study closes 0.59
     # 0.05 points on 6,000 images: two standard errors are 2 * sqrt(.985 * .015 / 6000) = 0.31 points
     assert ("validation picks *jitter* (98.55% validation), 0.05 points ahead of the study's protocol (*study's*) "
             "on 6,000 validation images: within their noise (two standard errors, 0.31 points), so the study keeps "
@@ -156,22 +156,22 @@ def test_ablation_chooses_on_the_studys_validation_split_and_says_what_stays_une
             "and the study's protocol closes 0.59 of them. The row closest to the reference on test is *jitter* "
             "(98.91%; reported, never chosen: the test set chooses nothing), so 0.04 points remain unexplained by "
             "this ablation (not varied: the max-norm weight constraint") in text
-    clear = describe(_ablation_table("teacher", [r if r[0] != "jitter" else (*r[:3], 0.992, 0.9900) for r in rows]),
+    clear = interpretation(_ablation_table("teacher", [r if r[0] != "jitter" else (*r[:3], 0.992, 0.9900) for r in rows]),
                      "mnist")
     assert "beyond their noise (two standard errors, 0.31 points): the study's protocol is not" in clear
     assert "so the ablation's rows account for the whole gap." in clear   # 99.00% >= 98.95%
-    above = describe(t.assign(test_acc=t.test_acc + 0.005), "mnist")   # the study 99.24% > 98.95% > 98.65% as run
+    above = interpretation(t.assign(test_acc=t.test_acc + 0.005), "mnist")   # the study 99.24% > 98.95% > 98.65% as run
     assert "Not reproduced" not in above
     assert ("The reference protocol as run here is 0.30 points short of the reference's number, so that number is "
             "matched by the study's changes, not reproduced under the protocol as published") in above
-    assert "short of" not in describe(t.assign(test_acc=t.test_acc + 0.01), "mnist")   # 99.15% as run: reproduced
+    assert "short of" not in interpretation(t.assign(test_acc=t.test_acc + 0.01), "mnist")   # 99.15% as run: reproduced
 
 
 def test_the_kd_rows_of_the_ablation_name_what_they_did_not_vary():
-    from kd_helpers.ablation import _slug, describe
+    from kd_helpers.ablation import _slug, interpretation
     rows = [("reference", False, 6000, 0.980, 0.9830), ("study's", True, 6000, 0.984, 0.9834),
             ("T=4", False, 6000, 0.986, 0.9850)]
-    text = describe(_ablation_table("kd", rows), "mnist")   # reference KD 98.85%: 0.55 short as run
+    text = interpretation(_ablation_table("kd", rows), "mnist")   # reference KD 98.85%: 0.55 short as run
     assert "**vanilla KD student**: validation picks *T=4*" in text and "within their noise" in text
     assert ("0.55 points short of the reference's number and the study's protocol closes 0.04 of them. The row "
             "closest to the reference on test is *T=4* (98.50%; reported, never chosen: the test set chooses "
@@ -181,10 +181,10 @@ def test_the_kd_rows_of_the_ablation_name_what_they_did_not_vary():
 
 
 def test_the_ablation_says_when_the_studys_protocol_widens_the_gap_and_what_kd_gains_under_each_protocol():
-    from kd_helpers.ablation import describe
+    from kd_helpers.ablation import interpretation
     kd = _ablation_table("kd", [("ref", False, 6000, 0.985, 0.9862), ("ours", True, 6000, 0.982, 0.9828)])
     base = _ablation_table("baseline", [("ref", False, 6000, 0.980, 0.9820), ("ours", True, 6000, 0.987, 0.9862)])
-    text = describe(pd.concat([base, kd], ignore_index=True), "mnist")
+    text = interpretation(pd.concat([base, kd], ignore_index=True), "mnist")
     assert "the reference protocol as run here is 0.23 points short of the reference's number and the study's " \
            "protocol widens it by 0.34 points." in text
     assert ("- **KD against the no-KD student** (test, 1 seed per row, reported): under the reference protocol, 98.62% "

@@ -262,7 +262,7 @@ def _test_text(r) -> str:
             f"Holm over {r.family}: {r.p_holm:.3g}; P(improvement) {r.p_improve:.2f}")
 
 
-def describe(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
+def verdicts_text(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
     """Markdown, one paragraph per run of ``versus_baselines``."""
     if vs.empty:
         return "No run here has a baseline to compare with on a common seed: nothing to compare."
@@ -373,7 +373,7 @@ def pruning_sentence(vs: pd.DataFrame, alpha: float = 0.05) -> str:
 
 def pruning_report(vs: pd.DataFrame, dataset: str, alpha: float = 0.05) -> str:
     """20_pruning's verdict: the one-line summary, then a paragraph per pruned model."""
-    return pruning_sentence(vs, alpha) + ("\n" + describe(vs, dataset, alpha) if len(vs) else "")
+    return pruning_sentence(vs, alpha) + ("\n" + verdicts_text(vs, dataset, alpha) if len(vs) else "")
 
 
 def mcnemar_line(vs: pd.DataFrame) -> list[str]:

@@ -60,7 +60,7 @@ def method_report(runs, *, dataset: str, profile: str, results_dir=None, alpha: 
     if extra:  # DML peers, BYOT exits: every classifier a method trains is reported
         display(Markdown("Extra classifiers trained by a method (test accuracy, mean over seeds):"))
         display(df.dropna(subset=extra, how="all").groupby("run")[["test_acc", *extra]].mean().round(4))
-    text = findings.describe(vs, dataset, alpha) if not vs.empty else findings.describe_plain(df)
+    text = findings.verdicts_text(vs, dataset, alpha) if not vs.empty else findings.describe_plain(df)
     summary = {"dataset": dataset, "runs": names, "table_runs": table.Model.tolist(),
                "verdicts": {} if vs.empty else dict(zip(vs.run, vs.verdict)),
                "test_acc": df.groupby("run").test_acc.mean().round(6).to_dict()}

@@ -40,8 +40,9 @@ class Preset:
 
 
 @dataclass(frozen=True)
-class Pair:
-    """A teacher -> student pair of the other reference studies. A study of a pair is named
+class TeacherStudent:
+    """A teacher -> student pair of the other reference studies (``losses.Pair`` is what a loss
+    knows of two built networks; this is which two networks and the reference values for them). A study of a pair is named
     ``<dataset>@<teacher>-<student>`` wherever a dataset name goes (notebooks, the runner, the
     results store), e.g. ``cifar100@wrn_40_2-wrn_16_2``."""
     teacher: str
@@ -53,17 +54,17 @@ class Pair:
 _RD = "RepDistiller/mdistiller CIFAR-100 benchmark (Tian et al. 2020; Zhao et al. 2022, DKD)"
 _SRD = "SRD (Yang et al. 2021) / DIST (Huang et al. 2022) CIFAR-100 tables"
 PAIRS = {
-    "resnet32x4-resnet8x4": Pair("resnet32x4", "resnet8x4", _RD, {"dkd": {"beta": 8.0}}),
-    "resnet56-resnet20": Pair("resnet56", "resnet20", _RD, {"dkd": {"beta": 8.0}}),
-    "wrn_40_2-wrn_16_2": Pair("wrn_40_2", "wrn_16_2", _RD, {"dkd": {"beta": 6.0}}),
-    "vgg13-vgg8": Pair("vgg13", "vgg8", _RD, {"dkd": {"beta": 8.0}}),
-    "wrn_40_4-wrn_16_4": Pair("wrn_40_4", "wrn_16_4", _SRD, {"dkd": {"beta": 6.0}}),
-    "wrn_40_2-wrn_40_1": Pair("wrn_40_2", "wrn_40_1", _SRD, {"dkd": {"beta": 6.0}}),
-    "wrn_40_4-wrn_16_2": Pair("wrn_40_4", "wrn_16_2", _SRD, {"dkd": {"beta": 6.0}}),
-    "wrn_40_4-mobilenetv2": Pair("wrn_40_4", "mobilenetv2", _SRD),
-    "resnet18-mobilenetv2": Pair("resnet18", "mobilenetv2", _SRD),
-    "resnet50-resnet18": Pair("resnet50", "resnet18", "ImageFolder (ImageNet-style) study: AT, BYOT, DML, FitNets"),
-    "resnet34-mobilenetv2": Pair("resnet34", "mobilenetv2",
+    "resnet32x4-resnet8x4": TeacherStudent("resnet32x4", "resnet8x4", _RD, {"dkd": {"beta": 8.0}}),
+    "resnet56-resnet20": TeacherStudent("resnet56", "resnet20", _RD, {"dkd": {"beta": 8.0}}),
+    "wrn_40_2-wrn_16_2": TeacherStudent("wrn_40_2", "wrn_16_2", _RD, {"dkd": {"beta": 6.0}}),
+    "vgg13-vgg8": TeacherStudent("vgg13", "vgg8", _RD, {"dkd": {"beta": 8.0}}),
+    "wrn_40_4-wrn_16_4": TeacherStudent("wrn_40_4", "wrn_16_4", _SRD, {"dkd": {"beta": 6.0}}),
+    "wrn_40_2-wrn_40_1": TeacherStudent("wrn_40_2", "wrn_40_1", _SRD, {"dkd": {"beta": 6.0}}),
+    "wrn_40_4-wrn_16_2": TeacherStudent("wrn_40_4", "wrn_16_2", _SRD, {"dkd": {"beta": 6.0}}),
+    "wrn_40_4-mobilenetv2": TeacherStudent("wrn_40_4", "mobilenetv2", _SRD),
+    "resnet18-mobilenetv2": TeacherStudent("resnet18", "mobilenetv2", _SRD),
+    "resnet50-resnet18": TeacherStudent("resnet50", "resnet18", "ImageFolder (ImageNet-style) study: AT, BYOT, DML, FitNets"),
+    "resnet34-mobilenetv2": TeacherStudent("resnet34", "mobilenetv2",
                                  "CIFAR-10 / Tiny-ImageNet distill-then-prune study (ResNet-34 -> compact student)"),
 }
 
@@ -83,8 +84,8 @@ def study_parts(dataset: str) -> tuple[str, str | None]:
     return data, pair
 
 
-def split_study(dataset: str) -> tuple[str, Pair | None]:
-    """``cifar100@wrn_40_2-wrn_16_2`` -> (``cifar100``, its Pair); a plain dataset -> (it, None)."""
+def split_study(dataset: str) -> tuple[str, TeacherStudent | None]:
+    """``cifar100@wrn_40_2-wrn_16_2`` -> (``cifar100``, its TeacherStudent); a plain dataset -> (it, None)."""
     data, pair = study_parts(dataset)
     if pair is None:
         return dataset, None
@@ -169,7 +170,7 @@ def variant(name: str) -> Variant:
                      f"method ({', '.join(sorted(LOSSES))}).")
 
 
-def _pair_preset(data: str, pair: Pair, profile: str) -> Preset:
+def _pair_preset(data: str, pair: TeacherStudent, profile: str) -> Preset:
     """The residual pairs' protocols. ``paper``: RepDistiller's (SGD momentum 0.9, lr 0.05, 0.01
     for a MobileNetV2 student, weight decay 5e-4, batch 64, 240 epochs, lr x0.1 at 150/180/210,
     crop + flip, T = 4, DKD's warm-up 20 epochs), for a GPU; on CIFAR-10 the proof schedule of
