@@ -25,7 +25,7 @@ from .core.data import DataConfig, Dataset, default_augment, load_dataset, resol
 from .core.lock import RunLock, held
 from .core.losses import LOSSES, build_loss, describe_pair, hparams, loss_class
 from .core.models import create_model, is_resized, load_resized, network_config
-from .store.presets import preset, variant
+from .store.presets import VARIANTS, preset, variant
 from .store.results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, lost_manifest, read_json, results_root,
                       run_dir, save_run)
 from .core.train import TrainConfig, fit, predict, read_checkpoint, remove_checkpoint, seed_everything
@@ -381,6 +381,10 @@ def _announce(r: dict, root: Path, trained: bool) -> dict:
     return r
 
 
+# the study's teacher runs (checked against their profile's protocol before a student distils)
+TEACHERS = {name for name, v in VARIANTS.items() if v.role == "teacher"}
+
+
 def _teacher(root: Path, spec: RunSpec, profile: str | None, data_dir) -> tuple[Path, dict]:
     """The teacher's directory and identity, after checking it is intact and was trained for this
     student: same dataset and split, and (for the study's teacher) the profile's teacher protocol."""
@@ -402,8 +406,8 @@ def _teacher(root: Path, spec: RunSpec, profile: str | None, data_dir) -> tuple[
         wrong.append(f"it was trained on dataset {tcfg.get('dataset')!r}, not {spec.dataset!r}")
     if tcfg.get("data") != json_roundtrip(asdict(spec.data)):
         wrong.append(f"its data split is {tcfg.get('data')}, this student's is {json_roundtrip(asdict(spec.data))}")
-    if profile and spec.teacher == "teacher" and not wrong:
-        want = json_roundtrip(asdict(spec_for("teacher", spec.dataset, profile, spec.teacher_seed).resolved(data_dir)))
+    if profile and spec.teacher in TEACHERS and not wrong:
+        want = json_roundtrip(asdict(spec_for(spec.teacher, spec.dataset, profile, spec.teacher_seed).resolved(data_dir)))
         reading = reuse_only()   # a published teacher is shown as published
         wrong += [f"{k} is {a!r}, the '{profile}' profile's teacher has {b!r}" for k, a, b in _diff(tcfg, want)
                   if k not in EXECUTION_ONLY | REUSED_ACROSS and not (reading and superseding(k))]
@@ -476,7 +480,7 @@ def spec_for(name: str, dataset: str, profile: str = "quick", seed: int = 0, *, 
     train = replace(train, **train_kw) if train_kw else train
     return RunSpec(dataset, v.method, arch, seed=seed, run=derive_name(name, hp, defaults, arch if arch != usual else None),
                    teacher=teacher if loss_class(v.method).requires_teacher else None, loss=hp, train=train,
-                   data=p.data)
+                   data=p.data, kind=v.kind)
 
 
 def train_teacher(dataset: str, profile: str = "quick", seeds=(0,), results_dir=None, data_dir=None,

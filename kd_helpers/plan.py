@@ -21,7 +21,7 @@ from .experiment import RunSpec, lock_path, run, spec_for
 from .core.lock import held
 from .core.losses import hparams, loss_class
 from .store.params import declared, resolved
-from .store.presets import TUNING_SEED, preset, tuning_budget
+from .store.presets import TUNED_TEACHER, TUNING_SEED, preset, tuning_budget, variant
 from .prune_sweep import prune_and_finetune, run_name
 from .store.results import best_run, is_finished, load_results, results_root, run_dir
 
@@ -160,8 +160,11 @@ def _tuning(p):
     n_seeds = tuning_budget(p["dataset"], p["profile"])[1]
     seeds = p["tuned_seeds"] or list(range(n_seeds))
     out = []
+    if any(loss_class(variant(v).method).requires_teacher for v in tuning.variants(p["dataset"])):
+        spec = tuning.teacher_spec(p["dataset"], p["profile"])
+        out.append(Job(p["notebook"], spec.run, p["dataset"], p["profile"], spec.seed, spec))
     for name in tuning.variants(p["dataset"]):
-        spec = spec_for(name, p["dataset"], p["profile"])
+        spec = spec_for(name, p["dataset"], p["profile"], teacher=TUNED_TEACHER)   # trial 0's; needs its teacher
         out.append(Job(p["notebook"], f"tune_{name}", p["dataset"], p["profile"], TUNING_SEED, spec, tune=name))
     for name in tuning.variants(p["dataset"]):
         best = tuning.best_params(root, p["dataset"], name, p["profile"])

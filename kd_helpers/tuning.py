@@ -31,7 +31,8 @@ import optuna  # noqa: E402
 
 from .experiment import RunSpec, lock_path, run, spec_for
 from .core.lock import Busy, RunLock, held
-from .store.presets import SEARCH_SPACE, SHARED_SPACE, TUNING_SEED, Range, tuned_variants, tuning_budget, variant
+from .store.presets import (SEARCH_SPACE, SHARED_SPACE, TUNED_TEACHER, TUNING_SEED, Range, tuned_variants, tuning_budget,
+                             variant)
 from .store.results import dataset_dir, is_finished, load_run, results_root, run_dir
 from .core.train import NonFiniteLoss
 
@@ -79,7 +80,7 @@ def _split(params: dict) -> tuple[dict, dict]:
 
 def trial_spec(name: str, dataset: str, profile: str, number: int, params: dict) -> RunSpec:
     loss, train = _split(params)
-    spec = spec_for(name, dataset, profile, TUNING_SEED, loss=loss, test_curve=False, **train)
+    spec = spec_for(name, dataset, profile, TUNING_SEED, loss=loss, test_curve=False, teacher=TUNED_TEACHER, **train)
     return replace(spec, run=f"tune_{name}__trial={number:03d}", trial={"study": f"{dataset}/{name}", "number": number},
                    kind="trial")
 
@@ -89,7 +90,14 @@ def tuned_spec(name: str, dataset: str, profile: str, seed: int, params: dict) -
     if seed == TUNING_SEED:
         raise ValueError(f"Seed {TUNING_SEED} is the tuning seed: a tuned configuration is reported on other seeds.")
     loss, train = _split(params)
-    return replace(spec_for(name, dataset, profile, seed, loss=loss, **train), run=f"tuned_{name}", kind="tuned")
+    return replace(spec_for(name, dataset, profile, seed, loss=loss, teacher=TUNED_TEACHER, **train),
+                   run=f"tuned_{name}", kind="tuned")
+
+
+def teacher_spec(dataset: str, profile: str, seed: int = 0) -> RunSpec:
+    """The tuned study's teacher (``presets.TUNED_TEACHER``) on ``seed``: trials and tuned runs
+    distil from its seed 0."""
+    return spec_for(TUNED_TEACHER, dataset, profile, seed)
 
 
 def _sampler(study: str, n_trials: int, number: int) -> optuna.samplers.BaseSampler:

@@ -19,7 +19,10 @@ DS, PROFILE = "mnist5k", "smoke"
 
 @pytest.fixture()
 def store(tmp_path):
+    """The study's teacher (as published) and the tuned study's own (what its KD runs distil from)."""
+    from kd_helpers.experiment import run
     train_teacher(DS, PROFILE, results_dir=tmp_path, progress=False)
+    run(tuning.teacher_spec(DS, PROFILE), tmp_path, profile=PROFILE, progress=False)
     return tmp_path
 
 
@@ -90,9 +93,14 @@ def test_a_trial_whose_worker_died_is_taken_up_with_its_values(store, monkeypatc
 def test_tuned_runs_are_planned_once_tuning_is_finished_and_never_on_the_tuning_seed(store):
     params = {"dataset": DS, "profile": PROFILE, "results_dir": str(store)}
     jobs = plan.jobs("14_tuning", params)
-    assert [j.run for j in jobs] == [f"tune_{v}" for v in tuning.variants(DS)]
+    assert [j.run for j in jobs] == ["tuned_teacher"] + [f"tune_{v}" for v in tuning.variants(DS)]
+    # KD studies wait for the tuned study's teacher, not the as-published one (older training code)
+    kd = next(j for j in jobs if j.run == "tune_kd")
+    assert kd.level == 1 and kd.needs(store) == run_dir(store, DS, "tuned_teacher", 0)
+    assert jobs[0].level == 0 and jobs[0].spec.kind == "tuned" and jobs[0].spec.model == \
+        plan.spec_for("teacher", DS, PROFILE).model
     tuning.tune(DS, "baseline", PROFILE, store)
-    tuned = [j for j in plan.jobs("14_tuning", params) if j.run.startswith("tuned_")]
+    tuned = [j for j in plan.jobs("14_tuning", params) if j.spec.kind == "tuned" and j.level == 2]
     assert [(j.run, j.seed, j.level) for j in tuned] == [("tuned_baseline", 0, 2)]
     best = tuning.best_params(store, DS, "baseline", PROFILE)
     assert tuned[0].spec.train.lr == best["lr"] and tuned[0].spec.train.weight_decay == best["weight_decay"]
@@ -121,7 +129,10 @@ def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
         tuning.tune(DS, name, PROFILE, store)
         best = tuning.best_params(store, DS, name, PROFILE)
         run(tuning.tuned_spec(name, DS, PROFILE, 0, best), store, profile=PROFILE, progress=False)
-    assert len(tuning_report.tuned_vs_published(DS, PROFILE, store)) == 2     # one code: the table is made
+    table = tuning_report.tuned_vs_published(DS, PROFILE, store)
+    assert list(table.index) == ["baseline", "kd"]     # one code: the table is made; its teacher is no row
+    kd = read_json(run_dir(store, DS, "tuned_kd", 0) / "config.json")
+    assert (kd["teacher"], kd["kind"]) == ("tuned_teacher", "tuned")
     real = tuning_report.load_results
     mixed = lambda *a, **k: real(*a, **k).assign(training_code=lambda d: [f"code{i % 2}" for i in range(len(d))])
     monkeypatch.setattr(tuning_report, "load_results", mixed)

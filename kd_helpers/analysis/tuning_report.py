@@ -22,6 +22,7 @@ import pandas as pd
 from . import findings
 from .plots import save
 from ..store.results import dataset_dir, load_results, of_kind, results_root
+from ..store.presets import TUNED_TEACHER
 
 TUNED = "tuned_"
 _DONE = {"COMPLETE", "PRUNED", "FAIL"}
@@ -130,7 +131,8 @@ def tuned_vs_published(dataset: str, profile: str = "quick", results_dir=None, s
     tuned = df[df.run.isin(tuned_names) & (df.seed.isin(tuned_seeds) if tuned_seeds else True)]
     if tuned.empty:
         return pd.DataFrame()
-    findings.one_training_code(tuned, f"{dataset}'s tuned table")
+    findings.one_training_code(tuned, f"{dataset}'s tuned table")   # its teacher included
+    tuned_names = [r for r in tuned_names if r != TUNED_TEACHER]      # distilled from, not tuned
     variants = [r.removeprefix(TUNED) for r in tuned_names]
     published = df[df.run.isin(variants) & (df.seed.isin(seeds) if seeds else True)]
     blocks = {"tuned": findings.versus_baselines(tuned, tuned_names, alpha, against=_against_tuned),

@@ -146,10 +146,16 @@ class Variant:
     method: str
     role: str = "student"       # a key of Preset.models
     loss: dict = field(default_factory=dict)
+    kind: str = "study"         # results.KINDS: what the run is for
 
+
+# the tuned study's teacher: the study's teacher protocol (not tuned) trained by the training code
+# of the tuned table, which must come from one fingerprint (the as-published teachers predate it)
+TUNED_TEACHER = "tuned_teacher"
 
 VARIANTS = {
     "teacher": Variant("ce", "teacher"),
+    TUNED_TEACHER: Variant("ce", "teacher", kind="tuned"),
     "baseline": Variant("ce"),
     "baseline_mod": Variant("ce", "student_mod"),
     "fitnet_baseline": Variant("ce", "fitnet"),
