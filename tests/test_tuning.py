@@ -125,10 +125,13 @@ def test_published_trials_keep_no_predictions_and_the_journals_travel(store, tmp
 
 def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
     from kd_helpers.experiment import run
+    assert tuning_report.tuned_vs_published(DS, PROFILE, store).empty   # only the tuned teacher: no table yet
     for name in ("baseline", "kd"):
         tuning.tune(DS, name, PROFILE, store)
         best = tuning.best_params(store, DS, name, PROFILE)
         run(tuning.tuned_spec(name, DS, PROFILE, 0, best), store, profile=PROFILE, progress=False)
+    line = tuning_report.status_line(DS, PROFILE, store)
+    assert "teacher trained" in line and "tuned configurations retrained: 2 of" in line   # the teacher is no configuration
     table = tuning_report.tuned_vs_published(DS, PROFILE, store)
     assert list(table.index) == ["baseline", "kd"]     # one code: the table is made; its teacher is no row
     kd = read_json(run_dir(store, DS, "tuned_kd", 0) / "config.json")

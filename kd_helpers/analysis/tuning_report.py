@@ -133,6 +133,8 @@ def tuned_vs_published(dataset: str, profile: str = "quick", results_dir=None, s
         return pd.DataFrame()
     findings.one_training_code(tuned, f"{dataset}'s tuned table")   # its teacher included
     tuned_names = [r for r in tuned_names if r != TUNED_TEACHER]      # distilled from, not tuned
+    if not tuned_names:
+        return pd.DataFrame()   # only the teacher so far
     variants = [r.removeprefix(TUNED) for r in tuned_names]
     published = df[df.run.isin(variants) & (df.seed.isin(seeds) if seeds else True)]
     blocks = {"tuned": findings.versus_baselines(tuned, tuned_names, alpha, against=_against_tuned),
@@ -199,8 +201,10 @@ def status_line(dataset: str, profile: str = "quick", results_dir=None) -> str:
     if trials.empty:
         return f"{dataset}: tuning not started ({n_studies} studies of {n_trials} trials planned)."
     df = load_results(results_dir, profile)
-    tuned = df[(df.dataset == dataset) & (df.kind == "tuned")]
-    return (f"{dataset}: {len(trials)} of {n_studies} studies started, {int(trials.trials.sum())} of "
+    tuned = of_kind(df[df.dataset == dataset], "tuned")
+    teacher = "trained" if TUNED_TEACHER in set(tuned.run) else "not trained yet"
+    tuned = tuned[tuned.run != TUNED_TEACHER]   # distilled from, not a tuned configuration
+    return (f"{dataset}: the tuned study's teacher {teacher}, {len(trials)} of {n_studies} studies started, {int(trials.trials.sum())} of "
             f"{n_studies * n_trials} trials told ({int(trials.pruned.sum())} pruned, {int(trials.failed.sum())} "
             f"failed); tuned configurations retrained: {tuned.run.nunique()} of {n_studies} "
             f"({len(tuned)} of {n_studies * n_seeds} runs).")
