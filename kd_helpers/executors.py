@@ -92,13 +92,13 @@ class RunTask(submitit.helpers.Checkpointable):
         return super().checkpoint(job, results_dir, data_dir)
 
 
-def make_executor(kind: str, folder, jobs: int, slurm: dict | None = None) -> submitit.AutoExecutor:
+def make_executor(executor: str, folder, jobs: int, slurm: dict | None = None) -> submitit.AutoExecutor:
     """submitit's AutoExecutor for ``local`` or ``slurm`` with the study's defaults; ``slurm``
     holds extra options (``slurm_partition``, ``timeout_min``, ``gpus_per_node``, ...)."""
-    if kind not in ("local", "slurm"):
-        raise ValueError(f"Unknown executor '{kind}'. Available: {', '.join(EXECUTORS)}")
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=kind)
-    if kind == "local":
+    if executor not in ("local", "slurm"):
+        raise ValueError(f"Unknown executor '{executor}'. Available: {', '.join(EXECUTORS)}")
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=executor)
+    if executor == "local":
         ex.update_parameters(timeout_min=7 * 24 * 60, name="kd-study")
     else:
         opts = {"timeout_min": 12 * 60, "cpus_per_task": 4, "slurm_array_parallelism": jobs, "name": "kd-study",
@@ -116,14 +116,14 @@ def counts(jobs: list[Job], results_dir, failed: set) -> dict:
     return c
 
 
-def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=None, folder=None,
+def run_level(todo: list[Job], executor: str, n: int, results_dir=None, data_dir=None, folder=None,
               slurm: dict | None = None, log=print, every_s: float = 30.0, plan_level=None) -> dict:
     """Train with ``n`` local workers (each walks every level of ``plan_level`` itself; ``todo``
     is what progress is shown of) or ``todo`` as a SLURM array; report progress every
     ``every_s``; return ``{run: log path}`` of the failed runs."""
     folder = Path(folder or results_root(results_dir, todo[0].profile) / "_jobs")
-    ex = make_executor(kind, folder, n, slurm)
-    if kind == "local":
+    ex = make_executor(executor, folder, n, slurm)
+    if executor == "local":
         threads = threads_wanted() if os.environ.get("KD_THREADS") else max(physical_cores() // n, 1)
         futures = [ex.submit(work_levels, plan_level, results_dir, data_dir, threads) for _ in range(n)]
     else:
@@ -140,7 +140,7 @@ def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=Non
                     failed[key], why[key] = str(f.paths.stderr), last_line(error)
             except Exception as e:  # noqa: BLE001 - a crashed job: its runs are whatever is not finished
                 idx = futures.index(f)
-                key = todo[idx].label if kind == "slurm" else f"worker {idx}"
+                key = todo[idx].label if executor == "slurm" else f"worker {idx}"
                 failed[key], why[key] = str(f.paths.stderr), last_line(str(e))
         if len(done) == len(futures) or time.monotonic() - last >= every_s:
             c = counts(todo, results_dir, set(failed))
@@ -150,7 +150,7 @@ def run_level(todo: list[Job], kind: str, n: int, results_dir=None, data_dir=Non
         if len(done) == len(futures):
             break
         time.sleep(1.0)
-    if kind == "local" and failed and all(k.startswith("worker ") for k in failed) and \
+    if executor == "local" and failed and all(k.startswith("worker ") for k in failed) and \
             all(j.finished(results_dir) for j in todo):
         # a worker killed after the last run finished failed nothing: every run is there
         log(f"  {len(failed)} worker(s) ended abnormally ({'; '.join(why.values())}), but every run finished")
@@ -170,23 +170,23 @@ def last_line(error: str) -> str:
     return (message or [line.strip() for line in rest if line.strip()] or ["no message"])[0][:300]
 
 
-def run_plan(plan_level: Callable[[int], list[Job]], kind: str, n: int, results_dir=None, data_dir=None,
+def run_plan(plan_level: Callable[[int], list[Job]], executor: str, n: int, results_dir=None, data_dir=None,
              folder=None, slurm: dict | None = None, log=print) -> dict:
     """Train every level of the plan in turn (``plan_level(level)`` is asked again for each
     level: pruning runs exist only once the students are trained); return the failures."""
-    if kind == "local":   # one set of workers walks every level (no process start per level)
+    if executor == "local":   # one set of workers walks every level (no process start per level)
         todo = [j for level in LEVELS for j in plan_level(level) if not j.finished(results_dir)]
         if not todo:
             return {}
         log(f"{len(todo)} runs planned (pruning runs are added once the students are trained) on {n} local workers")
-        return run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log, plan_level=plan_level)
+        return run_level(todo, executor, n, results_dir, data_dir, folder, slurm, log, plan_level=plan_level)
     failed = {}
     for level in LEVELS:
         todo = [j for j in plan_level(level) if not j.finished(results_dir)]
         if not todo:
             continue
         log(f"level {level}: {len(todo)} runs as a SLURM array ({n} at once)")
-        failed |= run_level(todo, kind, n, results_dir, data_dir, folder, slurm, log)
+        failed |= run_level(todo, executor, n, results_dir, data_dir, folder, slurm, log)
         if failed:
             log("stopping: later levels depend on the failed runs")
             break

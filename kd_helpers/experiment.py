@@ -25,6 +25,7 @@ from .core.data import DataConfig, Dataset, default_augment, load_dataset, resol
 from .core.lock import RunLock, held
 from .core.losses import LOSSES, build_loss, describe_pair, hparams, loss_class
 from .core.models import create_model, is_resized, load_resized, network_config
+from .store.names import run_name
 from .store.presets import VARIANTS, preset, variant
 from .store.results import (MANIFEST, DamagedRun, check_run, is_finished, load_run, lost_manifest, read_json, results_root,
                       run_dir, save_run)
@@ -54,6 +55,11 @@ class RunSpec:
     trial: dict | None = None
     # what the run is for: study (a table's row) | ablation | prune | trial | tuned (results.run_kind)
     kind: str = "study"
+    # the study run this one stands in for: the variant a tuned run retrains ('kd', 'baseline'), the
+    # run an ablation varies ('teacher', 'baseline', 'kd'); None for a study run (it is its own)
+    role: str | None = None
+    # what an ablation changes against the study's protocol (its row of presets.ABLATION_GRID)
+    protocol: dict | None = None
 
     def resolved(self, data_dir=None, device: torch.device | None = None) -> "RunSpec":
         """The complete config of this run on ``device``: what ``config.json`` records and the
@@ -91,7 +97,7 @@ def json_roundtrip(obj):
 _DEFAULTS = json_roundtrip({"train": asdict(TrainConfig()), "data": asdict(DataConfig()), "loss_version": 1,
                             "network_version": 1, "trial": None})
 # recorded since a later version, and unknowable for older runs: absent is no difference
-RECORDED_SINCE = {"network", "kind"}
+RECORDED_SINCE = {"network", "kind", "role", "protocol"}
 
 
 def superseding(key: str) -> bool:
@@ -451,15 +457,12 @@ def _costs(spec: RunSpec, model, teacher, data, history, in_shape, wall, cpu) ->
 
 # ---------------------------------------------------------------- the study's runs by name
 
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def derive_name(base: str, hp: dict, defaults: dict, model: str | None = None) -> str:
     """``base`` plus every hyper-parameter that differs from the study's value, e.g.
-    ``dkd__beta=4``; ``model`` is appended when the run trains another network than usual."""
-    parts = [f"{k}={_fmt(v)}" for k, v in sorted(hp.items()) if k not in defaults or defaults[k] != v]
-    return "__".join([base, *parts, *([f"model={model}"] if model else [])])
+    ``dkd__beta=4``, and ``model`` when the run trains another network than usual
+    (``store.names.run_name``)."""
+    changed = {k: v for k, v in hp.items() if k not in defaults or defaults[k] != v}
+    return run_name(base, {**changed, **({"model": model} if model else {})})
 
 
 def spec_for(name: str, dataset: str, profile: str = "quick", seed: int = 0, *, model: str | None = None,

@@ -20,9 +20,10 @@ from . import ablation, tuning
 from .experiment import RunSpec, lock_path, run, spec_for
 from .core.lock import held
 from .core.losses import hparams, loss_class
+from .store.names import run_name
 from .store.params import declared, resolved
 from .store.presets import TUNED_TEACHER, TUNING_SEED, preset, tuning_budget, variant
-from .prune_sweep import prune_and_finetune, run_name
+from .prune_sweep import prune_and_finetune, pruned_name
 from .store.results import best_run, is_finished, load_results, results_root, run_dir
 
 
@@ -35,7 +36,7 @@ class Job:
     profile: str
     seed: int
     spec: RunSpec | None = None  # None for a pruning run (its spec needs the trained source)
-    prune: tuple | None = None   # (source, kind, amount, finetune, epochs)
+    prune: tuple | None = None   # (source, pruning, amount, finetune, epochs)
     tune: str | None = None      # the variant whose tuning trials this job runs (spec: its as-published run)
     phase: int | None = None     # the level of a run planned from earlier results (tuned seeds: 2)
 
@@ -79,8 +80,8 @@ class Job:
         if self.tune:
             return tuning.tune(self.dataset, self.tune, self.profile, results_dir, data_dir, progress=progress)
         if self.prune:
-            source, kind, amount, finetune, epochs = self.prune
-            return prune_and_finetune(source, kind, amount, finetune, dataset=self.dataset, profile=self.profile,
+            source, pruning, amount, finetune, epochs = self.prune
+            return prune_and_finetune(source, pruning, amount, finetune, dataset=self.dataset, profile=self.profile,
                                       seeds=[self.seed], epochs=epochs, results_dir=results_dir,
                                       data_dir=data_dir, wait=wait)[0]
         return run(self.spec, results_dir, data_dir, profile=self.profile, progress=progress, wait=wait)
@@ -144,12 +145,12 @@ def _pruning(p):
         return out      # no distilled student yet: level 2 is planned after level 1
     epochs = p["finetune_epochs"] or preset(p["dataset"], p["profile"]).prune_epochs
     for source in (best, "baseline"):
-        for kind in p["kinds"]:
+        for pruning in p["kinds"]:
             for amount in p["amounts"]:
                 for ft in p["finetune"]:
                     for s in p["prune_seeds"]:
-                        out.append(Job(p["notebook"], run_name(source, kind, amount, ft), p["dataset"], p["profile"],
-                                       s, prune=(source, kind, amount, ft, epochs)))
+                        out.append(Job(p["notebook"], pruned_name(source, pruning, amount, ft), p["dataset"], p["profile"],
+                                       s, prune=(source, pruning, amount, ft, epochs)))
     return out
 
 
@@ -165,11 +166,11 @@ def _tuning(p):
         out.append(Job(p["notebook"], spec.run, p["dataset"], p["profile"], spec.seed, spec))
     for name in tuning.variants(p["dataset"]):
         spec = spec_for(name, p["dataset"], p["profile"], teacher=TUNED_TEACHER)   # trial 0's; needs its teacher
-        out.append(Job(p["notebook"], f"tune_{name}", p["dataset"], p["profile"], TUNING_SEED, spec, tune=name))
+        out.append(Job(p["notebook"], run_name(name, kind="trial"), p["dataset"], p["profile"], TUNING_SEED, spec, tune=name))
     for name in tuning.variants(p["dataset"]):
         best = tuning.best_params(root, p["dataset"], name, p["profile"])
         if best is not None:
-            out += [Job(p["notebook"], f"tuned_{name}", p["dataset"], p["profile"], s,
+            out += [Job(p["notebook"], run_name(name, kind="tuned"), p["dataset"], p["profile"], s,
                         tuning.tuned_spec(name, p["dataset"], p["profile"], s, best), phase=2) for s in seeds]
     return out
 

@@ -14,16 +14,17 @@ from .core import prune
 from .core.evaluate import accuracy, compare_latency
 from .experiment import Start, load_model, run, spec_for
 from .core.models import count_params
+from .store.names import run_name
 from .store.presets import preset
 from .store.results import MANIFEST, read_json, results_root, run_dir, verify_run
 from .core.train import predict
 
 
-def pruning_start(source_dir, source: str, kind: str, amount: float, importance: str = "l1") -> Start:
+def pruning_start(source_dir, source: str, pruning: str, amount: float, importance: str = "l1") -> Start:
     """Start a run from run ``source`` (its ``model.pt`` in ``source_dir``) pruned as asked; record the
     size and the test accuracy before fine-tuning."""
-    if kind not in prune.KINDS:
-        raise ValueError(f"Unknown pruning kind '{kind}'. Available: {', '.join(prune.KINDS)}")
+    if pruning not in prune.KINDS:
+        raise ValueError(f"Unknown pruning '{pruning}'. Available: {', '.join(prune.KINDS)}")
     verify_run(source_dir)   # a damaged source is named, never pruned
     manifest = read_json(source_dir / MANIFEST)   # a published (compact) source names its original weights
     source_sha = (manifest.get("model.pt") or manifest.get("published_from", {}).get("model.pt", {}))["sha256"]
@@ -31,33 +32,34 @@ def pruning_start(source_dir, source: str, kind: str, amount: float, importance:
     def prepare(_fresh, data):
         model = load_model(source_dir / "model.pt", num_classes=data.num_classes, in_shape=data.input_shape)
         before = count_params(model)
-        prune.prune(model, kind, amount, data.input_shape, importance)
+        prune.prune(model, pruning, amount, data.input_shape, importance)
         logits, _ = predict(model, data, "test")
-        return model, {"prune_source": source, "prune_kind": kind, "prune_amount": amount,
+        return model, {"prune_source": source, "prune_kind": pruning, "prune_amount": amount,
                        "params_before_prune": before, "test_acc_before_ft": accuracy(logits, data.y["test"]),
                        "sparsity_before_ft": prune.sparsity(model)}
 
     def finish(model):
-        if kind == "unstructured":
+        if pruning == "unstructured":
             prune.make_permanent(model)
         return {"sparsity": prune.sparsity(model)}
 
     return Start({"from": source, "from_model_sha256": source_sha,
-                  "prune": {"kind": kind, "amount": amount, "importance": importance}},
+                  "prune": {"kind": pruning, "amount": amount, "importance": importance}},
                  prepare, finish)
 
 
-def run_name(source: str, kind: str, amount: float, finetune: str) -> str:
-    return f"prune_{kind[:6]}_{int(round(amount * 100))}_{finetune}_{source}"
+def pruned_name(source: str, pruning: str, amount: float, finetune: str) -> str:
+    """The pruned run's name (``store.names``): e.g. ``prune_kd__amount=0.5__finetune=ce__pruning=structured``."""
+    return run_name(source, {"amount": float(amount), "finetune": finetune, "pruning": pruning}, "prune")
 
 
-def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "kd", *, dataset: str,
+def prune_and_finetune(source: str, pruning: str, amount: float, finetune: str = "kd", *, dataset: str,
                        profile: str = "quick", seeds=(0,), epochs: int | None = None, results_dir=None,
                        data_dir=None, importance: str = "l1", wait: bool = True) -> list[dict]:
     """Prune run ``source`` (same seed) and fine-tune it with ``finetune`` ('ce' or 'kd') for
     ``epochs`` (default: the profile's ``prune_epochs``).
 
-    Stored as run ``prune_<kind>_<amount>_<finetune>_<source>`` in the results store.
+    Stored as run ``pruned_name(source, pruning, amount, finetune)`` in the results store.
     """
     root = results_root(results_dir, profile)
     out = []
@@ -66,9 +68,9 @@ def prune_and_finetune(source: str, kind: str, amount: float, finetune: str = "k
         src_model = read_json(src_dir / "config.json")["model"]
         spec = spec_for("baseline" if finetune == "ce" else finetune, dataset, profile, s, model=src_model,
                         epochs=epochs or preset(dataset, profile).prune_epochs)
-        spec = replace(spec, run=run_name(source, kind, amount, finetune), kind="prune")
+        spec = replace(spec, run=pruned_name(source, pruning, amount, finetune), kind="prune")
         out.append(run(spec, results_dir, data_dir, profile=profile, wait=wait,
-                       start=pruning_start(src_dir, source, kind, amount, importance)))
+                       start=pruning_start(src_dir, source, pruning, amount, importance)))
     return out
 
 

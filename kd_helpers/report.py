@@ -16,7 +16,7 @@ import pandas as pd
 
 from .analysis import summary, tuning_report
 from .analysis.tables import CI_LEGEND, results_table  # noqa: F401 - the tables' home is tables.py
-from .ablation import from_results, summary_line
+from .analysis.ablation_report import from_results, summary_line
 from .experiment import spec_for
 from .analysis.findings import (REFERENCE, VERDICT_LEGEND, accuracy_summary, per_network, study_compute, study_findings,
                        verdict_cell, versus_baselines)
@@ -157,14 +157,14 @@ def readme_results(df: pd.DataFrame, profile: str, root: Path, vs: dict[str, pd.
         vs_ds = (vs or {}).get(ds)
         if vs_ds is None:
             vs_ds = versus_baselines(g, [r for r in g.run.unique() if r != "teacher"])
-        parts.append(study_findings(every[every.dataset == ds], vs={ds: vs_ds}) + ablation_line(every, ds, profile))
+        parts.append(study_findings(every[every.dataset == ds], vs={ds: vs_ds}) + ablation_line(every, ds))
         parts.append(results_table(g, ds, vs_ds).to_markdown(index=False))
     return "\n\n".join(parts) + "\n"
 
 
-def ablation_line(results: pd.DataFrame, dataset: str, profile: str) -> str:
+def ablation_line(results: pd.DataFrame, dataset: str) -> str:
     """The protocol ablation's README line (after the findings' bullets), from finished runs."""
-    line = summary_line(from_results(results, dataset, profile), dataset)
+    line = summary_line(from_results(results, dataset), dataset)
     return "\n" + line if line else ""
 
 
@@ -254,7 +254,8 @@ def forest_figure(df: pd.DataFrame, root: Path, profile: str = "paper", vs: dict
 
 def findings_vs(tuned: pd.DataFrame) -> pd.DataFrame:
     from .analysis.findings import versus_baselines
-    return versus_baselines(tuned, sorted(tuned.run.unique()), against=tuning_report._against_tuned)
+    vs = versus_baselines(tuned, sorted(tuned.run.unique()), against=tuning_report._against_tuned)
+    return vs.assign(role=vs.run.map(dict(zip(tuned.run, tuned.role)))) if not vs.empty else vs
 
 
 def update_readme(profile: str = "quick", results_dir=None, readme: Path = REPO_ROOT / "README.md",

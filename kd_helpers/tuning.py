@@ -31,6 +31,7 @@ import optuna  # noqa: E402
 
 from .experiment import RunSpec, lock_path, run, spec_for
 from .core.lock import Busy, RunLock, held
+from .store.names import run_name
 from .store.presets import (SEARCH_SPACE, SHARED_SPACE, TUNED_TEACHER, TUNING_SEED, Range, tuned_variants, tuning_budget,
                              variant)
 from .store.results import dataset_dir, is_finished, load_run, results_root, run_dir
@@ -81,7 +82,7 @@ def _split(params: dict) -> tuple[dict, dict]:
 def trial_spec(name: str, dataset: str, profile: str, number: int, params: dict) -> RunSpec:
     loss, train = _split(params)
     spec = spec_for(name, dataset, profile, TUNING_SEED, loss=loss, test_curve=False, teacher=TUNED_TEACHER, **train)
-    return replace(spec, run=f"tune_{name}__trial={number:03d}", trial={"study": f"{dataset}/{name}", "number": number},
+    return replace(spec, run=run_name(name, {"trial": f"{number:03d}"}, "trial"), trial={"study": f"{dataset}/{name}", "number": number},
                    kind="trial")
 
 
@@ -91,7 +92,7 @@ def tuned_spec(name: str, dataset: str, profile: str, seed: int, params: dict) -
         raise ValueError(f"Seed {TUNING_SEED} is the tuning seed: a tuned configuration is reported on other seeds.")
     loss, train = _split(params)
     return replace(spec_for(name, dataset, profile, seed, loss=loss, teacher=TUNED_TEACHER, **train),
-                   run=f"tuned_{name}", kind="tuned")
+                   run=run_name(name, kind="tuned"), kind="tuned", role=name)
 
 
 def teacher_spec(dataset: str, profile: str, seed: int = 0) -> RunSpec:

@@ -72,7 +72,7 @@ def test_plan_lists_exactly_the_runs_the_notebooks_train(tmp_path, teacher_store
     assert stored(root) == listed
     # 20_pruning's level-2 runs: the best distilled student (on validation) and the baseline, pruned
     pruned = {k[1] for k in listed if k[1].startswith("prune_")}
-    assert len(pruned) == 2 and "prune_struct_50_kd_baseline" in pruned
+    assert len(pruned) == 2 and "prune_baseline__amount=0.5__finetune=kd__pruning=structured" in pruned
 
 
 def test_plan_covers_every_method_notebook_and_levels_follow_dependencies():

@@ -59,7 +59,7 @@ def recorded_summary(nb) -> dict | None:
 def check_ablation(nb, dataset):
     """01_teacher's appendix records its table: every row of the family's grid, the study's own
     protocol marked once per role, and the validation choice marked."""
-    from kd_helpers.ablation import GRID
+    from kd_helpers.store.presets import ABLATION_GRID as GRID
     from kd_helpers.store.presets import family
     found = [o.metadata["kd_ablation"] for c in nb.cells for o in c.get("outputs", [])
              if "kd_ablation" in o.get("metadata", {})]
@@ -84,7 +84,8 @@ def check_pruning_verdicts(nb):
     assert len(found) == 1
     v = found[0]
     assert len(v["run"]) == 4   # 2 kinds x 1 amount x 2 sources, each fine-tuned with KD
-    assert all("_kd_" in r and b == r.replace("_kd_", "_ce_", 1) for r, b in zip(v["run"], v["baseline"]))
+    assert all("__finetune=kd__" in r and b == r.replace("__finetune=kd__", "__finetune=ce__")
+               for r, b in zip(v["run"], v["baseline"]))
     assert set(v["verdict"]) == {"not judged"} and set(v["seeds"]) == {1}
 
 
@@ -247,7 +248,7 @@ def test_runner_records_what_each_notebook_trained(tmp_path):
     kw = dict(datasets=["mnist5k"], results_dir=str(tmp_path / "r"), reports_dir=str(tmp_path / "rep"),
               only=["01_teacher"], log=lambda *_: None)
     t = run_study("smoke", **kw)["mnist5k/01_teacher"]
-    from kd_helpers.ablation import GRID
+    from kd_helpers.store.presets import ABLATION_GRID as GRID
     # the study's own runs the appendix compares (teacher, baseline, KD), and every changed row of the ablation
     own = {role for _, role, changes in GRID["mlp"] if not changes}
     ablation_runs = sum(1 for _, _, changes in GRID["mlp"] if changes)

@@ -61,7 +61,8 @@ def test_prune_and_finetune_run_is_stored(tmp_path):
     from kd_helpers.publish import publish
     from kd_helpers.store.results import load_results
     speed = speed_check(load_results(tmp_path), "baseline", batches=(1,))
-    assert set(speed.run) == {"baseline", "prune_unstru_50_kd_baseline", "prune_struct_50_kd_baseline"}
+    assert set(speed.run) == {"baseline", "prune_baseline__amount=0.5__finetune=kd__pruning=unstructured",
+                              "prune_baseline__amount=0.5__finetune=kd__pruning=structured"}
     assert speed.set_index("run").speedup["baseline"] == 1.0
     publish(tmp_path, tmp_path / "pub")
     assert speed_check(load_results(tmp_path / "pub"), "baseline", batches=(1,)).empty

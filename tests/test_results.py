@@ -109,7 +109,8 @@ def test_training_throughput_counts_training_time_only(tmp_path):
     from kd_helpers.store.results import save_run, training_throughput
 
     def fake(run, method, model, seed, epochs):
-        cfg = {"dataset": "d", "run": run, "method": method, "model": model, "seed": seed}
+        cfg = {"dataset": "d", "run": run, "method": method, "model": model, "seed": seed,
+               "kind": "prune" if run.startswith("prune") else "study"}
         # each epoch: 12 s in all, of which 2 s evaluate
         history = [{"epoch": e + 1, "time_s": 12.0, "eval_s": 2.0} for e in range(epochs)]
         save_run(run_dir(tmp_path, "d", run, seed), config=cfg, env={"threads": 2}, history=history,
@@ -179,15 +180,15 @@ def test_a_table_of_runs_from_two_training_codes_is_refused():
 
 
 def test_run_kinds_select_rows_by_what_runs_are_not_by_their_names():
-    """``of_kind`` reads the recorded kind; a table without it (built by hand) by run name."""
+    """``of_kind`` reads the recorded kind, never the name; a table without kinds is refused."""
     import pandas as pd
     from kd_helpers.store.results import not_of_kind, of_kind
     df = pd.DataFrame({"run": ["kd", "prune_struct_50_kd_kd", "ablation_x", "tuned_kd", "odd_name"],
                        "kind": ["study", "prune", "ablation", "tuned", "prune"]})
     assert of_kind(df, "prune").run.tolist() == ["prune_struct_50_kd_kd", "odd_name"]   # the record decides
     assert not_of_kind(df, "prune", "ablation").run.tolist() == ["kd", "tuned_kd"]
-    legacy = df.drop(columns="kind")
-    assert of_kind(legacy, "study").run.tolist() == ["kd", "odd_name"]
+    with pytest.raises(ValueError, match="no 'kind' column"):
+        of_kind(df.drop(columns="kind"), "study")
     with pytest.raises(ValueError, match="Unknown run kind.*'pruned'"):
         of_kind(df, "pruned")
 

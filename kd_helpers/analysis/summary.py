@@ -118,7 +118,8 @@ def forest(df: pd.DataFrame, tuned: dict[str, pd.DataFrame] | None = None, datas
            vs: dict[str, pd.DataFrame] | None = None):
     """Per dataset, every method's difference to its own no-KD baseline with the seed-and-image
     test's 95% interval, coloured by verdict; tuned rows (``tuned[dataset]``, a
-    ``versus_baselines`` frame) beside the as-published ones once they exist."""
+    ``versus_baselines`` frame with the ``role`` each tuned run records) beside the as-published
+    ones once they exist."""
     vs = vs or {}
     blocks = {d: vs[d] if d in vs else comparisons(df, d) for d in datasets if d in set(df.dataset)}
     blocks = {d: vs for d, vs in blocks.items() if not vs.empty}
@@ -135,7 +136,7 @@ def forest(df: pd.DataFrame, tuned: dict[str, pd.DataFrame] | None = None, datas
         y = np.arange(len(vs))
         sets = [("as published", vs, 0.0, "o")]
         if tuned and d in tuned and not tuned[d].empty:
-            t = tuned[d].assign(run=tuned[d].run.str.removeprefix("tuned_")).set_index("run").reindex(vs.run)
+            t = tuned[d].assign(run=tuned[d].role).set_index("run").reindex(vs.run)   # the variant it tunes
             sets = [("as published", vs, 0.17, "o"), ("tuned", t.reset_index(), -0.17, "D")]
         for label, rows, dy, marker in sets:
             for i, r in enumerate(rows.itertuples()):

@@ -1,8 +1,9 @@
 """What the tuning found (notebook 14_tuning, the report): read from the store only, the Optuna
 journals (``<store>/_tuning/<dataset>/<variant>.journal``) and the finished runs.
 
-The tuned rows are ``tuned_<variant>`` (the best trial's configuration retrained on the tuned
-seeds), the as-published rows ``<variant>`` (notebooks 02-13). Each method is compared with the
+The tuned rows are the runs of kind ``tuned`` (the best trial's configuration retrained on the
+tuned seeds; each records the variant it tunes as its ``role``), the as-published rows the study
+runs of that variant (notebooks 02-13). Each method is compared with the
 no-KD baseline of its own network under the same protocol: tuned with tuned, as published with
 as published (``findings.versus_baselines``: the seed-and-image test, Holm within a block).
 """
@@ -24,7 +25,6 @@ from .plots import save
 from ..store.results import dataset_dir, load_results, of_kind, results_root
 from ..store.presets import TUNED_TEACHER
 
-TUNED = "tuned_"
 _DONE = {"COMPLETE", "PRUNED", "FAIL"}
 
 
@@ -116,9 +116,12 @@ def importance_figure(dataset: str, profile: str = "quick", results_dir=None, fi
 
 
 def _against_tuned(df: pd.DataFrame, run: str) -> str | None:
-    """A tuned run's baseline: the tuned no-KD run of the same network."""
-    base = findings.baseline_for(df.assign(run=df.run.str.removeprefix(TUNED)), run.removeprefix(TUNED))
-    return None if base is None else TUNED + base
+    """A tuned run's baseline: the tuned no-KD run of the same network (found through the variants
+    the tuned runs record, ``role``)."""
+    df = df[df.role.notna()]
+    role = df[df.run == run].role
+    base = findings.baseline_for(df.assign(run=df.role), role.iloc[0]) if len(role) else None
+    return None if base is None else df[df.role == base].run.iloc[0]
 
 
 def tuned_vs_published(dataset: str, profile: str = "quick", results_dir=None, seeds=None,
@@ -132,18 +135,20 @@ def tuned_vs_published(dataset: str, profile: str = "quick", results_dir=None, s
     if tuned.empty:
         return pd.DataFrame()
     findings.one_training_code(tuned, f"{dataset}'s tuned table")   # its teacher included
-    tuned_names = [r for r in tuned_names if r != TUNED_TEACHER]      # distilled from, not tuned
-    if not tuned_names:
+    # the variant each tuned run retrains (its role); the teacher is distilled from, not tuned
+    tuned_of = dict(tuned[tuned.run != TUNED_TEACHER].drop_duplicates("run")[["role", "run"]].values)
+    if not tuned_of:
         return pd.DataFrame()   # only the teacher so far
-    variants = [r.removeprefix(TUNED) for r in tuned_names]
-    published = df[df.run.isin(variants) & (df.seed.isin(seeds) if seeds else True)]
+    tuned_names, variants = sorted(tuned_of.values()), sorted(tuned_of)
+    study = of_kind(df, "study")
+    published = study[study.run.isin(variants) & (study.seed.isin(seeds) if seeds else True)]
     blocks = {"tuned": findings.versus_baselines(tuned, tuned_names, alpha, against=_against_tuned),
               "as published": findings.versus_baselines(published, variants, alpha)}
     acc = {"tuned": findings.accuracy_summary(tuned), "as published": findings.accuracy_summary(published)}
     rows = []
     for v in variants:
         row = {"variant": v}
-        for label, run in (("tuned", TUNED + v), ("as published", v)):
+        for label, run in (("tuned", tuned_of[v]), ("as published", v)):
             a = acc[label]
             a = a[a.run == run] if len(a) else a
             vs = blocks[label]

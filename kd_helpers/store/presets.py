@@ -324,3 +324,47 @@ def tuning_budget(dataset: str, profile: str) -> tuple[int, int]:
     """(trials per variant, seeds per tuned configuration) for ``dataset`` under ``profile``."""
     pick = lambda v: v[family(dataset)] if isinstance(v, dict) else v
     return pick(TRIALS[profile]), pick(TUNED_SEEDS[profile])
+
+
+# The protocol ablation (notebooks/01_teacher's appendix; kd_helpers.ablation trains it,
+# analysis.ablation_report reads it): family -> rows (label, role, changes). ``role`` is the study
+# run the row varies; ``changes`` a model name, loss hyper-parameters (``loss``), TrainConfig fields,
+# ``epochs_scale`` / ``val_scale`` (the study's epochs / validation split scaled). A run records its
+# role and changes (``RunSpec.role``, ``.protocol``); an empty change is the study's own run.
+ABLATION_GRID = {
+    "mlp": [
+        ("teacher, reference: dropout 0.2 on hidden units, constant lr", "teacher",
+         dict(model="mlp_teacher_d02", schedule="constant")),
+        ("teacher, Hinton dropout (input 0.2, hidden 0.5), constant lr", "teacher", dict(schedule="constant")),
+        ("teacher, dropout 0.2, cosine lr", "teacher", dict(model="mlp_teacher_d02")),
+        ("teacher, Hinton dropout, cosine lr (the study's)", "teacher", {}),
+        ("teacher, the study's in fp32", "teacher", dict(precision="fp32")),
+        ("student, reference: no dropout, constant lr", "baseline",
+         dict(model="mlp_student_nodrop", schedule="constant")),
+        ("student, no dropout, cosine lr", "baseline", dict(model="mlp_student_nodrop")),
+        ("student, dropout (input 0.1, hidden 0.3), cosine lr (the study's)", "baseline", {}),
+        ("teacher, the study's, validation split 1/5 as large (more training images)", "teacher",
+         dict(val_scale=0.2)),
+        ("student, the study's, validation split 1/5 as large (more training images)", "baseline",
+         dict(val_scale=0.2)),
+        ("teacher, the study's, 3x the epochs", "teacher", dict(epochs_scale=3)),
+        ("teacher, the study's + input jitter of up to 2 pixels (Hinton et al.)", "teacher", dict(augment=True)),
+        ("student, the study's, 3x the epochs", "baseline", dict(epochs_scale=3)),
+        ("student, the study's + input jitter of up to 2 pixels", "baseline", dict(augment=True)),
+        ("vanilla KD, reference: no-dropout student, constant lr, T=20, alpha=0.1", "kd",
+         dict(model="mlp_student_nodrop", schedule="constant")),
+        ("vanilla KD, the study's: dropout student, cosine lr, T=20, alpha=0.1", "kd", {}),
+        ("vanilla KD, the study's with T=4", "kd", dict(loss=dict(T=4.0))),
+        ("vanilla KD, the study's with alpha=0.5 (half the weight on the labels)", "kd", dict(loss=dict(alpha=0.5))),
+    ],
+    "cnn": [
+        ("teacher, reference: no BatchNorm, constant lr", "teacher",
+         dict(model="cnn_teacher_nobn", schedule="constant")),
+        ("teacher, BatchNorm, constant lr", "teacher", dict(schedule="constant")),
+        ("teacher, no BatchNorm, cosine lr", "teacher", dict(model="cnn_teacher_nobn")),
+        ("teacher, BatchNorm, cosine lr (the study's)", "teacher", {}),
+        ("student, reference: no BatchNorm, constant lr", "baseline",
+         dict(model="cnn_student_nobn", schedule="constant")),
+        ("student, BatchNorm, cosine lr (the study's)", "baseline", {}),
+    ],
+}

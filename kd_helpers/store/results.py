@@ -181,22 +181,35 @@ def _runs(root, damaged: list | None = None):
 
 
 def run_kind(config: dict) -> str:
-    """What a run is for (``RunSpec.kind``): study | ablation | prune | trial | tuned. Runs from
-    before kinds were recorded are told apart by their names, here and nowhere else."""
+    """What a run is for (``RunSpec.kind``): study | ablation | prune | trial | tuned, as its
+    config records it (a tuning trial from before kinds were recorded: its ``trial``; any other
+    run without a kind is a study run)."""
     if config.get("kind"):
         return config["kind"]
     if config.get("trial"):
         return "trial"
-    return next((k for k, prefix in (("ablation", "ablation_"), ("prune", "prune_"), ("tuned", "tuned_"))
-                 if config["run"].startswith(prefix)), "study")
+    if config["run"].startswith(LEGACY_PREFIXES):
+        raise LegacyStore(f"Run '{config['run']}' ({config['dataset']}, seed {config['seed']}) was stored before runs "
+                          f"recorded their kind: update the store once with `python -m kd_helpers.migrate "
+                          f"--results-dir <its results directory>` (it renames and annotates, it trains nothing).")
+    return "study"
+
+
+# names that only an ablation, pruned or tuned run carried before kinds were recorded (kd_helpers.migrate)
+LEGACY_PREFIXES = ("ablation_", "prune_", "tuned_")
+
+
+class LegacyStore(RuntimeError):
+    """A store written before runs recorded their kind and role (``python -m kd_helpers.migrate``)."""
 
 
 KINDS = ("study", "ablation", "prune", "trial", "tuned")
 
 
 def _kinds(df: pd.DataFrame) -> pd.Series:
-    # a table built by hand (no ``kind`` column) is read by run name, as run_kind reads old runs
-    return df["kind"] if "kind" in df else df.run.map(lambda r: run_kind({"run": r}))
+    if "kind" not in df:
+        raise ValueError("This table has no 'kind' column: pass rows of load_results (they say what each run is).")
+    return df["kind"]
 
 
 def of_kind(df: pd.DataFrame, *kinds: str) -> pd.DataFrame:
@@ -227,6 +240,9 @@ def load_results(root=None, profile: str | None = None, *, trials: bool = False)
         data, pair = study_parts(cfg["dataset"])
         rows.append({"dataset": cfg["dataset"], "data": data, "pair": pair, "run": cfg["run"], "method": cfg["method"],
                      "model": cfg["model"], "seed": cfg["seed"], "kind": kind,
+                     # what it stands in for and, for an ablation, what it changes (RunSpec.role, .protocol)
+                     "role": cfg.get("role"), "protocol": cfg.get("protocol"),
+                     "val_size": cfg.get("data", {}).get("val_size"),
                      # runs from before versioned losses carry none: they were trained under version 1
                      "loss_version": cfg.get("loss_version", 1),
                      # the fingerprint of the code that trained it (util.code_fingerprint); None before it was recorded
