@@ -125,6 +125,7 @@ def test_published_trials_keep_no_predictions_and_the_journals_travel(store, tmp
 
 def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
     from kd_helpers.experiment import run
+    real_budget = tuning_budget(DS, PROFILE)
     assert tuning_report.tuned_vs_published(DS, PROFILE, store).empty   # only the tuned teacher: no table yet
     for name in ("baseline", "kd"):
         tuning.tune(DS, name, PROFILE, store)
@@ -135,7 +136,24 @@ def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
     table = tuning_report.tuned_vs_published(DS, PROFILE, store)
     assert list(table.index) == ["baseline", "kd"]     # one code: the table is made; its teacher is no row
     kd = read_json(run_dir(store, DS, "tuned_kd", 0) / "config.json")
-    assert (kd["teacher"], kd["kind"]) == ("tuned_teacher", "tuned")
+    assert (kd["teacher"], kd["kind"], kd["role"]) == ("tuned_teacher", "tuned", "kd")
+
+    # the README leads with a tuned table only once it is complete (every variant on every tuned seed)
+    from kd_helpers import report
+    from kd_helpers.analysis import summary
+    from kd_helpers.store import presets
+    monkeypatch.setattr(summary, "MAIN", (DS,))
+    assert not tuning_report.complete(DS, PROFILE, store)          # 2 of the profile's variants
+    monkeypatch.setattr(presets, "tuned_variants", lambda d: ("baseline", "kd"))
+    monkeypatch.setattr(presets, "tuning_budget", lambda d, p: (real_budget[0], 1))
+    assert tuning_report.complete(DS, PROFILE, store)
+    block = report.summary_block(load_results(store, PROFILE), store, PROFILE)
+    assert block.index("**MNIST, every method tuned** (%d trials per variant" % real_budget[0]) \
+        < block.index("**MNIST, as published**")
+    assert "every method and baseline tuned with the same budget on validation (Optuna; MNIST: " in block
+    assert "is under way" not in block                                # the status line is for unfinished tables
+    tuned_md = block.split("**MNIST, every method tuned**")[1].split("**MNIST, as published**")[0]
+    assert "| kd " in tuned_md and "tuned_" not in tuned_md and "tuning changed (points)" in tuned_md
     real = tuning_report.load_results
     mixed = lambda *a, **k: real(*a, **k).assign(training_code=lambda d: [f"code{i % 2}" for i in range(len(d))])
     monkeypatch.setattr(tuning_report, "load_results", mixed)

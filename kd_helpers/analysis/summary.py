@@ -28,9 +28,11 @@ def comparisons(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return versus_baselines(g, [r for r in g.run.unique() if baseline_for(g, r) is not None])
 
 
-def compact_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Method | seeds | accuracy % [95% CI] | difference to its baseline [95% CI] | verdict | reference %."""
-    g = study_rows(df, dataset)
+def compact_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None,
+                  rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Method | seeds | accuracy % [95% CI] | difference to its baseline [95% CI] | verdict | reference %
+    (``rows``: the runs to show, by default the as-published table's)."""
+    g = study_rows(df, dataset) if rows is None else rows
     vs = comparisons(df, dataset) if vs is None else vs
     acc = accuracy_summary(g).set_index("run")
     by_run = vs.set_index("run") if not vs.empty else pd.DataFrame()
@@ -53,52 +55,102 @@ def compact_table(df: pd.DataFrame, dataset: str, vs: pd.DataFrame | None = None
     return pd.DataFrame(rows)
 
 
+def tuned_rows(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The runs of ``dataset``'s tuned table, named by the variant each retrains (its ``role``);
+    the tuned study's teacher (no role) is distilled from, not compared."""
+    g = of_kind(df[df.dataset == dataset], "tuned")
+    return g[g.role.notna()].assign(run=lambda t: t.role)
+
+
+def by_variant(tuned_vs: pd.DataFrame, df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """A ``versus_baselines`` frame of tuned runs with runs and baselines named by their variants."""
+    g = of_kind(df[df.dataset == dataset], "tuned")
+    name = dict(zip(g.run, g.role))
+    return tuned_vs.assign(run=tuned_vs.run.map(name), baseline=tuned_vs.baseline.map(name))
+
+
+def tuned_table(df: pd.DataFrame, dataset: str, tuned_vs: pd.DataFrame) -> pd.DataFrame:
+    """``compact_table`` of the tuned runs (``tuned_vs``: their comparisons, named by variant), with
+    each variant's as-published accuracy and what tuning changed."""
+    t = compact_table(df, dataset, tuned_vs, rows=tuned_rows(df, dataset)).drop(columns="reference %")
+    tuned = accuracy_summary(tuned_rows(df, dataset)).set_index("run")["mean"]
+    published = accuracy_summary(study_rows(df, dataset)).set_index("run")["mean"]
+    t["as published %"] = [f"{100 * published[m]:.2f}" if m in published else "" for m in t.method]
+    t["tuning changed (points)"] = [f"{100 * (tuned[m] - published[m]):+.2f}" if m in published else ""
+                                    for m in t.method]
+    return t
+
+
 def all_comparisons(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """``comparisons`` of every dataset of ``df``: computed once, shared by the abstract, the tables
     and the figure (each ``versus_baselines`` reads every run's predictions)."""
     return {d: comparisons(df, d) for d in sorted(set(df.dataset))}
 
 
+def _name(dataset: str) -> str:
+    return "CIFAR-10" if dataset == "cifar10" else "MNIST"
+
+
+def verdict_sentence(v: pd.DataFrame, dataset: str) -> str:
+    """'On MNIST, `a` beats its baseline by ... [CI]; ..., and the other k show no significant difference.'"""
+    better, worse = v[v.verdict == "better"], v[v.verdict == "worse"]
+    said = [f"`{r.run}` beats its baseline by {100 * r.diff:+.2f} points "
+            f"[{100 * r.diff_ci_low:+.2f}, {100 * r.diff_ci_high:+.2f}]" for r in better.itertuples()]
+    said += [f"`{r.run}` is worse than its baseline by {-100 * r.diff:.2f} points [{100 * r.diff_ci_low:+.2f}, "
+             f"{100 * r.diff_ci_high:+.2f}]" for r in worse.itertuples()]
+    rest = len(v) - len(better) - len(worse)
+    return (f"On {_name(dataset)}, {'; '.join(said) if said else 'no method differs significantly from its baseline'}"
+            f"{f', and the other {rest} show no significant difference' if said and rest else ''}.")
+
+
+def detection_sentence(blocks: dict[str, pd.DataFrame], seeds: str = "these seeds") -> str:
+    """What the test could detect with 80% power, per dataset (empty if nothing was judged)."""
+    found = [(d, detectable(v)) for d, v in blocks.items() if not v.empty]
+    said = [f"{100 * dd['mde']:.2f} points on {_name(d)}" for d, dd in found if dd]
+    return (f"With {seeds} the test detects, with 80% power, differences of about {' and '.join(said)}: "
+            f"smaller effects can exist unseen.") if said else ""
+
+
 def abstract(df: pd.DataFrame, tuning_status: list[str] | None = None,
-             vs: dict[str, pd.DataFrame] | None = None) -> str:
-    """4-6 sentences: what was compared on what, the verdicts with their sizes, what the design
-    could not detect, how close the reference numbers came, and where the tuning stands."""
+             vs: dict[str, pd.DataFrame] | None = None, tuned: dict[str, dict] | None = None) -> str:
+    """4-8 sentences: what was compared on what, the verdicts with their sizes, what the design
+    could not detect, how close the reference numbers came, and where the tuning stands.
+
+    ``tuned``: per dataset whose tuned table is complete, ``{"vs": its comparisons (named by
+    variant), "trials": the trial budget per variant, "seeds": the tuned seeds}``; the abstract then
+    leads with it and reports the literature-default rows after it, as published."""
     main = [d for d in MAIN if d in set(df.dataset)]
     if not main:
         return "No main study (MNIST, CIFAR-10) is in the store yet."
+    tuned = {d: t for d, t in (tuned or {}).items() if d in main}
     rows = pd.concat([study_rows(df, d) for d in main])
     compared = sorted({r for d in main for r in rows[rows.dataset == d].run.unique()
                        if baseline_for(rows[rows.dataset == d], r) is not None})
     methods = sorted(set(rows[rows.run.isin(compared)].method))
     seeds = sorted({int(n) for d in main for n in study_rows(df, d).groupby("run").seed.nunique()})
+    per_run = '-'.join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else seeds[0]
     out = [f"This study compares {len(compared)} distillation runs of {len(methods)} KD methods "
            f"({', '.join(f'`{m}`' for m in methods)}) with a no-KD student of the same network on "
            f"{' and '.join(d.upper() if d == 'mnist' else 'CIFAR-10' for d in main)}, "
-           f"{'-'.join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else seeds[0]} seeds per run at the "
+           f"{per_run} seeds per run at the "
            f"literature hyper-parameters, judging each method by a test that counts seed-to-seed and test-image "
            f"variance (Holm over the methods of a dataset)."]
+    if tuned:
+        budget = "; ".join(f"{_name(d)}: {t['trials']} trials per variant, then {t['seeds']} seeds"
+                           for d, t in tuned.items())
+        out = [f"This study compares KD methods with a no-KD student of the same network, every method and "
+               f"baseline tuned with the same budget on validation (Optuna; {budget}), judging each method by a "
+               f"test that counts seed-to-seed and test-image variance (Holm over the methods of a dataset)."]
+        out += [verdict_sentence(t["vs"], d) for d, t in tuned.items()]
+        out.append(detection_sentence({d: t["vs"] for d, t in tuned.items()}, "the tuned seeds"))
+        out.append(f"At the literature hyper-parameters (as published: {len(compared)} distillation runs of "
+                   f"{len(methods)} methods, {per_run} seeds per run):")
     given = vs or {}
-    detect = []
-    for d in main:
-        v = given[d] if d in given else comparisons(df, d)
-        if v.empty:
-            continue
-        better = v[v.verdict == "better"]
-        worse = v[v.verdict == "worse"]
-        name = "CIFAR-10" if d == "cifar10" else "MNIST"
-        said = [f"`{r.run}` beats its baseline by {100 * r.diff:+.2f} points "
-                f"[{100 * r.diff_ci_low:+.2f}, {100 * r.diff_ci_high:+.2f}]" for r in better.itertuples()]
-        said += [f"`{r.run}` is worse than its baseline by {-100 * r.diff:.2f} points [{100 * r.diff_ci_low:+.2f}, "
-                 f"{100 * r.diff_ci_high:+.2f}]" for r in worse.itertuples()]
-        rest = len(v) - len(better) - len(worse)
-        out.append(f"On {name}, {'; '.join(said) if said else 'no method differs significantly from its baseline'}"
-                   f"{f', and the other {rest} show no significant difference' if said and rest else ''}.")
-        dd = detectable(v)
-        if dd:
-            detect.append(f"{100 * dd['mde']:.2f} points on {name}")
+    blocks = {d: given[d] if d in given else comparisons(df, d) for d in main}
+    out += [verdict_sentence(v, d) for d, v in blocks.items() if not v.empty]
+    detect = detection_sentence(blocks)
     if detect:
-        out.append(f"With these seeds the test detects, with 80% power, differences of about {' and '.join(detect)}: "
-                   f"smaller effects can exist unseen.")
+        out.append(detect)
     gaps = []
     for d in main:
         for run, (ref, _) in REFERENCE.get(d, {}).items():

@@ -215,6 +215,40 @@ def status_line(dataset: str, profile: str = "quick", results_dir=None) -> str:
             f"({len(tuned)} of {n_studies * n_seeds} runs).")
 
 
+def complete(dataset: str, profile: str = "quick", results_dir=None) -> bool:
+    """Whether ``dataset``'s tuned table is complete: every variant's study retrained on every
+    tuned seed (the README leads with it only then)."""
+    from ..store.presets import tuned_variants, tuning_budget
+    df = load_results(results_dir, profile)
+    tuned = of_kind(df[df.dataset == dataset], "tuned") if len(df) else df
+    tuned = tuned[tuned.run != TUNED_TEACHER] if len(tuned) else tuned
+    n_seeds = tuning_budget(dataset, profile)[1]
+    want = set(tuned_variants(dataset))
+    return bool(want) and len(tuned) > 0 and set(tuned.role) == want and \
+        all((tuned.role == v).sum() >= n_seeds for v in want)
+
+
+def tuned_comparisons(tuned: pd.DataFrame) -> pd.DataFrame:
+    """``findings.versus_baselines`` of tuned runs, each against the tuned baseline of its network,
+    with the variant each retrains (``role``)."""
+    vs = findings.versus_baselines(tuned, sorted(tuned.run.unique()), against=_against_tuned)
+    return vs.assign(role=vs.run.map(dict(zip(tuned.run, tuned.role)))) if not vs.empty else vs
+
+
+def leads(df: pd.DataFrame, profile: str = "quick", results_dir=None, datasets=None) -> dict[str, dict]:
+    """Per main dataset (``summary.MAIN``, or ``datasets``) whose tuned table is ``complete``: its
+    comparisons named by variant, trial budget and seeds (what the README and 31_report lead with)."""
+    from ..store.presets import tuning_budget
+    from .summary import MAIN, by_variant
+    out = {}
+    for d in datasets or MAIN:
+        if d in set(df.dataset) and complete(d, profile, results_dir):
+            n_trials, n_seeds = tuning_budget(d, profile)
+            t = of_kind(df[df.dataset == d], "tuned")
+            out[d] = {"vs": by_variant(tuned_comparisons(t), df, d), "trials": n_trials, "seeds": n_seeds}
+    return out
+
+
 def readme_block(datasets, profile: str, root) -> str:
     """The README's tuned comparison: per dataset the table once tuned runs exist, else where the
     tuning stands (``status_line``)."""
