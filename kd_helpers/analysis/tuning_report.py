@@ -215,11 +215,11 @@ def status_line(dataset: str, profile: str = "quick", results_dir=None) -> str:
             f"({len(tuned)} of {n_studies * n_seeds} runs).")
 
 
-def complete(dataset: str, profile: str = "quick", results_dir=None) -> bool:
+def complete(dataset: str, profile: str = "quick", results_dir=None, df: pd.DataFrame | None = None) -> bool:
     """Whether ``dataset``'s tuned table is complete: every variant's study retrained on every
-    tuned seed (the README leads with it only then)."""
+    tuned seed (the README leads with it only then). ``df``: the store's results, if already read."""
     from ..store.presets import tuned_variants, tuning_budget
-    df = load_results(results_dir, profile)
+    df = load_results(results_dir, profile) if df is None else df
     tuned = of_kind(df[df.dataset == dataset], "tuned") if len(df) else df
     tuned = tuned[tuned.run != TUNED_TEACHER] if len(tuned) else tuned
     n_seeds = tuning_budget(dataset, profile)[1]
@@ -242,7 +242,7 @@ def leads(df: pd.DataFrame, profile: str = "quick", results_dir=None, datasets=N
     from .summary import MAIN, by_variant
     out = {}
     for d in datasets or MAIN:
-        if d in set(df.dataset) and complete(d, profile, results_dir):
+        if d in set(df.dataset) and complete(d, profile, results_dir, df):
             n_trials, n_seeds = tuning_budget(d, profile)
             t = of_kind(df[df.dataset == d], "tuned")
             out[d] = {"vs": by_variant(tuned_comparisons(t), df, d), "trials": n_trials, "seeds": n_seeds}
