@@ -166,6 +166,23 @@ def test_the_training_code_fingerprint_ignores_documentation_and_sees_code(tmp_p
     assert code_fingerprint(tmp_path, parts) != base
 
 
+
+def test_a_change_waiting_for_the_training_code_freeze_still_applies():
+    """``patches/`` holds tested changes to the training code that wait until a table is trained
+    (patches/README.md); one that no longer applies to main would be lost work, found too late."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists() or not shutil.which("git"):
+        pytest.skip("not a git checkout")
+    waiting = sorted((root / "patches").glob("*.patch"))
+    listed = (root / "patches" / "README.md").read_text()
+    for patch in waiting:
+        assert f"`{patch.name}`" in listed, f"{patch.name} is not listed in patches/README.md with when to apply it"
+        done = subprocess.run(["git", "apply", "--check", str(patch)], cwd=root, capture_output=True, text=True)
+        assert done.returncode == 0, f"{patch.name} no longer applies: {done.stderr}"
+
 def test_a_table_of_runs_from_two_training_codes_is_refused():
     import pandas as pd
 
