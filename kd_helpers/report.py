@@ -234,7 +234,7 @@ def summary_block(df: pd.DataFrame, root: Path, profile: str = "paper", vs: dict
             parts.append(f"**{name}, every method tuned** ({t['trials']} trials per variant on validation, "
                          f"{t['seeds']} seeds; test accuracy of the best-validation epoch, {how}; the tuned "
                          f"baseline is the reference; as published: the same variant at its literature values)"
-                         f"\n\n" + summary.tuned_table(df, d, t["vs"]).to_markdown(index=False))
+                         f"\n\n" + summary.tuned_table(df, d, t["vs"]).to_markdown(index=False, disable_numparse=True))
         parts.append(f"**{name}{', as published' if d in tuned else ''}** (test accuracy of the best-validation "
                      f"epoch, {how}; reference: the reference study's "
                      f"number)\n\n" + summary.compact_table(df, d, (vs or {}).get(d)).to_markdown(index=False))

@@ -4,6 +4,8 @@ tuned runs on reported seeds only, and the journals travelling with the publishe
 from dataclasses import replace
 
 import optuna
+import re
+
 import pytest
 
 from kd_helpers import plan, publish, tuning
@@ -147,6 +149,9 @@ def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
     monkeypatch.setattr(presets, "tuned_variants", lambda d: ("baseline", "kd"))
     monkeypatch.setattr(presets, "tuning_budget", lambda d, p: (real_budget[0], 1))
     assert tuning_report.complete(DS, PROFILE, store)
+    from kd_helpers.experiment import spec_for
+    for name in ("baseline", "kd"):   # their as-published runs, for what tuning changed
+        run(spec_for(name, DS, PROFILE, 0), store, profile=PROFILE, progress=False)
     block = report.summary_block(load_results(store, PROFILE), store, PROFILE)
     assert block.index("**MNIST, every method tuned** (%d trials per variant" % real_budget[0]) \
         < block.index("**MNIST, as published**")
@@ -154,6 +159,12 @@ def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
     assert "is under way" not in block                                # the status line is for unfinished tables
     tuned_md = block.split("**MNIST, every method tuned**")[1].split("**MNIST, as published**")[0]
     assert "| kd " in tuned_md and "tuned_" not in tuned_md and "tuning changed (points)" in tuned_md
+    # what tuning changed, per variant in the table (signed, as computed) and in one sentence of the abstract
+    moved = summary.tuned_table(load_results(store, PROFILE), DS,
+                                tuning_report.leads(load_results(store, PROFILE), PROFILE, store)[DS]["vs"])
+    assert all(re.fullmatch(r"[+-]\d+\.\d\d", c) for c in moved["tuning changed (points)"])
+    assert f"| {moved['tuning changed (points)'].iloc[0]} " in tuned_md
+    assert "On MNIST, tuning moved each variant's mean accuracy by " in block
     real = tuning_report.load_results
     mixed = lambda *a, **k: real(*a, **k).assign(training_code=lambda d: [f"code{i % 2}" for i in range(len(d))])
     monkeypatch.setattr(tuning_report, "load_results", mixed)

@@ -111,6 +111,26 @@ def detection_sentence(blocks: dict[str, pd.DataFrame], seeds: str = "these seed
             f"smaller effects can exist unseen.") if said else ""
 
 
+def tuning_sentence(df: pd.DataFrame, dataset: str, tuned_vs: pd.DataFrame, published_vs: pd.DataFrame) -> str:
+    """What tuning changed on ``dataset``: each variant's tuned mean accuracy minus its as-published
+    one (the range and the largest moves), and the verdicts that differ between the two tables."""
+    tuned = accuracy_summary(tuned_rows(df, dataset)).set_index("run")["mean"]
+    published = accuracy_summary(study_rows(df, dataset)).set_index("run")["mean"]
+    moved = (100 * (tuned - published)).dropna().sort_values(ascending=False)
+    if moved.empty:
+        return ""
+    seeds = (tuned_rows(df, dataset).groupby("run").seed.nunique().max(),
+             study_rows(df, dataset).groupby("run").seed.nunique().max())
+    top = ", ".join(f"`{v}` {d:+.2f}" for v, d in moved.head(3).items())
+    out = (f"On {_name(dataset)}, tuning moved each variant's mean accuracy by {moved.min():+.2f} to {moved.max():+.2f} "
+           f"points against its as-published runs (most: {top}; means over {seeds[0]} and {seeds[1]} seeds, so "
+           f"a move this small is partly seed noise)")
+    was = published_vs.set_index("run").verdict if not published_vs.empty else pd.Series(dtype=object)
+    now = tuned_vs.set_index("run").verdict if not tuned_vs.empty else pd.Series(dtype=object)
+    changed = [f"`{v}`: {was[v]} as published, {now[v]} tuned" for v in now.index if v in was and was[v] != now[v]]
+    return out + (f"; verdicts it changed: {'; '.join(changed)}." if changed else "; it changed no verdict.")
+
+
 def abstract(df: pd.DataFrame, tuning_status: list[str] | None = None,
              vs: dict[str, pd.DataFrame] | None = None, tuned: dict[str, dict] | None = None) -> str:
     """4-8 sentences: what was compared on what, the verdicts with their sizes, what the design
@@ -143,6 +163,8 @@ def abstract(df: pd.DataFrame, tuning_status: list[str] | None = None,
                f"test that counts seed-to-seed and test-image variance (Holm over the methods of a dataset)."]
         out += [verdict_sentence(t["vs"], d) for d, t in tuned.items()]
         out.append(detection_sentence({d: t["vs"] for d, t in tuned.items()}, "the tuned seeds"))
+        out += [tuning_sentence(df, d, t["vs"], vs[d] if vs and d in vs else comparisons(df, d))
+                for d, t in tuned.items()]
         out.append(f"At the literature hyper-parameters (as published: {len(compared)} distillation runs of "
                    f"{len(methods)} methods, {per_run} seeds per run):")
     given = vs or {}
