@@ -148,6 +148,13 @@ def test_imagefolder_size_and_a_tree_too_large_for_memory(tmp_path, monkeypatch)
     monkeypatch.setattr(data.os, "sysconf", lambda k: 4096 if k == "SC_PAGE_SIZE" else 10)   # a 40 kB machine
     with pytest.raises(data.DatasetTooLarge, match=r"imagefolder224:.*8 images x 150,528 bytes.*use a smaller size"):
         data.load_dataset(f"imagefolder224:{tmp_path}", config=DataConfig(val_size=0))
+    # the peak counts the float64 copies the mean and std are computed from, not only the uint8 images:
+    # 8 images of 3x32x32 are 24.6 kB as uint8 (within a 410 kB machine's half) but 246 kB at the peak
+    monkeypatch.setattr(data.os, "sysconf", lambda k: 4096 if k == "SC_PAGE_SIZE" else 100)
+    data._CACHE.clear()
+    with pytest.raises(data.DatasetTooLarge, match=r"8 images x 3,072 bytes, held twice as uint8 plus 4 training "
+                                                   r"images as float64 for their mean and std, need 0\.000246 GB"):
+        data.load_dataset(f"imagefolder:{tmp_path}", config=DataConfig(val_size=0))
     data._CACHE.clear()
 
 

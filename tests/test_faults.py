@@ -368,6 +368,18 @@ def test_imagefolder_test_class_missing_from_train_is_named(tmp_path):
         load_dataset(f"imagefolder:{tmp_path}", config=experiment.DataConfig(val_size=0))
 
 
+@pytest.mark.parametrize("how", ["truncate", "garble"])
+def test_a_damaged_image_in_a_tree_is_named(tmp_path, how):
+    from PIL import Image
+    image_tree(tmp_path, ["cat", "dog"], ["cat", "dog"])
+    bad = tmp_path / "train" / "dog" / "1.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(bad)
+    data = bad.read_bytes()
+    bad.write_bytes(data[:len(data) // 2] if how == "truncate" else b"not an image" + data[12:])
+    with pytest.raises(DatasetDamagedError, match=r"train/dog/1\.jpg cannot be read as an image"):
+        load_dataset(f"imagefolder:{tmp_path}", config=experiment.DataConfig(val_size=0))
+
+
 # ------------------------------------------------------------------ bad parameters and names
 
 @pytest.mark.parametrize("given,match", [

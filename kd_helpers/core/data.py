@@ -313,7 +313,7 @@ def _load_imagefolder(path: str, size: int = 32):
     train = ImageFolder(str(root / "train"))
     test = ImageFolder(str(test_dir))
     fits_in_memory(f"imagefolder{size if size != 32 else ''}:{root}", len(train) + len(test), 3 * size * size,
-                   f"a smaller size (imagefolder64:{root}) or a subset of the tree")
+                   f"a smaller size (imagefolder64:{root}) or a subset of the tree", n_stats=len(train))
     extra = sorted(set(test.classes) - set(train.classes))
     if extra:
         raise DatasetDamagedError(f"{test_dir} has class folder(s) {', '.join(extra)} that {root / 'train'} lacks: a "
@@ -328,21 +328,32 @@ def _read_images(paths, size: int) -> np.ndarray:
     from torchvision.transforms.functional import pil_to_tensor, resize
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     for i, p in enumerate(paths):
-        with Image.open(p) as f:
-            img = pil_to_tensor(f.convert("RGB"))
+        try:
+            with Image.open(p) as f:
+                img = pil_to_tensor(f.convert("RGB"))
+        except OSError as e:   # PIL names neither the file nor the tree it came from
+            raise DatasetDamagedError(f"{p} cannot be read as an image ({e}). Replace it with a good copy or delete "
+                                      f"it from the tree.") from e
         out[i] = (img if img.shape[1:] == (size, size) else resize(img, [size, size], antialias=True)).numpy()
     return out
 
 
-def fits_in_memory(name: str, n_images: int, bytes_per_image: int, smaller: str, share: float = 0.5) -> None:
+def fits_in_memory(name: str, n_images: int, bytes_per_image: int, smaller: str, share: float = 0.5,
+                   n_stats: int = 0) -> None:
     """Datasets are held in memory as uint8 tensors: refuse one that would take more than
-    ``share`` of this machine's memory, saying how large it is and what to do instead."""
-    need = n_images * bytes_per_image
+    ``share`` of this machine's memory at its peak, saying how large it is and what to do instead.
+
+    The peak is the images as read plus their train/val/test split (two uint8 copies) plus, for
+    a dataset without published statistics, ``n_stats`` training images in float64 twice over
+    (``load_dataset`` converts and scales them to compute the mean and std)."""
+    need = 2 * n_images * bytes_per_image + 16 * n_stats * bytes_per_image
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > share * total:
-        raise DatasetTooLarge(f"{name}: {n_images:,} images x {bytes_per_image:,} bytes = {need / 1e9:.1f} GB as uint8, "
-                              f"more than {share:.0%} of this machine's {total / 1e9:.1f} GB of memory. kd-study holds "
-                              f"datasets in memory (no streaming loader): use {smaller}, or a machine with more memory.")
+        stats = f" plus {n_stats:,} training images as float64 for their mean and std" if n_stats else ""
+        raise DatasetTooLarge(f"{name}: {n_images:,} images x {bytes_per_image:,} bytes, held twice as uint8{stats}, "
+                              f"need {need / 1e9:.3g} GB at the peak, more than {share:.0%} of this machine's "
+                              f"{total / 1e9:.1f} GB of memory. kd-study holds datasets in memory (no streaming "
+                              f"loader): use {smaller}, or a machine with more memory.")
 
 
 def _load_tinyimagenet(root, download):
@@ -366,7 +377,8 @@ def _load_tinyimagenet(root, download):
     missing = [str(p) for p, _ in test if not p.exists()][:3]
     if missing:
         raise DatasetDamagedError(f"{ann} lists images that are not there, e.g. {', '.join(missing)}. Re-extract the archive.")
-    fits_in_memory("tinyimagenet", len(train) + len(test), 3 * 64 * 64, "a subset of the tree as imagefolder:<path>")
+    fits_in_memory("tinyimagenet", len(train) + len(test), 3 * 64 * 64, "a subset of the tree as imagefolder:<path>",
+                   n_stats=len(train))
     return (_read_images([p for p, _ in train], 64), np.asarray([y for _, y in train]),
             _read_images([p for p, _ in test], 64), np.asarray([y for _, y in test]), str(base)), wnids
 
