@@ -22,7 +22,7 @@ import numpy as np
 from .store.results import (MANIFEST, RUN_FILES, check_run, finished_runs, load_predictions, read_json, results_root,
                       verify_run, write_manifest, write_npz)
 from .core.util import REPO_ROOT, atomic_write_bytes
-from .store.presets import study_parts
+from .store.presets import TUNED_TEACHER, study_parts
 
 KEEP = ("config.json", "env.json", "metrics.json", "history.csv")
 OPTIONAL = ("train.log",)
@@ -98,11 +98,13 @@ def copy_journals(src_root: Path, dst_root: Path, replace: bool) -> list[Path]:
 
 def distilled_from(root: Path) -> set[Path]:
     """The teacher runs some student of a main study distils from (``<dataset>/<teacher>/seed_<k>``),
-    and every main study's seed-0 teacher (the one students distil from by default, also before any
-    student is trained): the only weights a published store keeps (other teacher seeds and the
+    and every main study's seed-0 teacher and tuned teacher (the ones students distil from, also
+    before any student is trained): the only weights a published store keeps (other teacher seeds and the
     pairs' teachers are only reported)."""
     main = [d for d in finished_runs(root) if study_parts(d.parent.parent.name)[1] is None]
-    out = {d for d in main if d.parent.name == "teacher" and d.name == "seed_0"}   # students to come
+    # students to come: the study's seed-0 teacher, and the tuned study's, which a dataset's KD trials
+    # distil from once its baselines' trials (which need no teacher) are told
+    out = {d for d in main if d.parent.name in ("teacher", TUNED_TEACHER) and d.name == "seed_0"}
     for d in main:
         cfg = read_json(d / "config.json")
         if cfg.get("teacher"):

@@ -123,6 +123,10 @@ def test_a_pair_teacher_is_published_without_weights_and_its_students_still_reus
     shutil.copytree(store / "mnist5k", pair / "mnist5k@mlp_teacher-mlp_student")
     shutil.copytree(store / "mnist5k", pair / "mnist5k")
     assert pub_mod.distilled_from(pair) == {run_dir(pair, "mnist5k", "teacher", 0)}
+    # the tuned study's teacher keeps its weights before any trial distils from it (a fresh clone's
+    # KD trials need them; the baselines' trials, told first, do not)
+    shutil.copytree(run_dir(pair, "mnist5k", "teacher", 0), run_dir(pair, "mnist5k", "tuned_teacher", 0))
+    assert run_dir(pair, "mnist5k", "tuned_teacher", 0) in pub_mod.distilled_from(pair)
     out = tmp_path / "pub"
     publish(store, out)
     teacher = run_dir(out, "mnist5k", "teacher", 0)
