@@ -1,11 +1,10 @@
 """Tuning (kd_helpers.tuning): the same budget per variant, trial 0 = the as-published values,
 the test set never read, pruning through fit's on_epoch, a dead worker's trial taken up again,
 tuned runs on reported seeds only, and the journals travelling with the published store."""
+import re
 from dataclasses import replace
 
 import optuna
-import re
-
 import pytest
 
 from kd_helpers import plan, publish, tuning
@@ -160,8 +159,8 @@ def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):
     tuned_md = block.split("**MNIST, every method tuned**")[1].split("**MNIST, as published**")[0]
     assert "| kd " in tuned_md and "tuned_" not in tuned_md and "tuning changed (points)" in tuned_md
     # what tuning changed, per variant in the table (signed, as computed) and in one sentence of the abstract
-    moved = summary.tuned_table(load_results(store, PROFILE), DS,
-                                tuning_report.leads(load_results(store, PROFILE), PROFILE, store)[DS]["vs"])
+    df = load_results(store, PROFILE)
+    moved = summary.tuned_table(df, DS, tuning_report.leads(df, PROFILE, store)[DS]["vs"])
     assert all(re.fullmatch(r"[+-]\d+\.\d\d", c) for c in moved["tuning changed (points)"])
     assert f"| {moved['tuning changed (points)'].iloc[0]} " in tuned_md
     assert "On MNIST, tuning moved each variant's mean accuracy by " in block

@@ -69,15 +69,22 @@ def by_variant(tuned_vs: pd.DataFrame, df: pd.DataFrame, dataset: str) -> pd.Dat
     return tuned_vs.assign(run=tuned_vs.run.map(name), baseline=tuned_vs.baseline.map(name))
 
 
+def tuning_moves(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per variant with both tables: its as-published and tuned mean test accuracy (%) and what
+    tuning changed (points), largest move first."""
+    tuned = accuracy_summary(tuned_rows(df, dataset)).set_index("run")["mean"]
+    published = accuracy_summary(study_rows(df, dataset)).set_index("run")["mean"]
+    out = pd.DataFrame({"published": 100 * published, "tuned": 100 * tuned}).dropna()
+    return out.assign(moved=out.tuned - out.published).sort_values("moved", ascending=False)
+
+
 def tuned_table(df: pd.DataFrame, dataset: str, tuned_vs: pd.DataFrame) -> pd.DataFrame:
     """``compact_table`` of the tuned runs (``tuned_vs``: their comparisons, named by variant), with
     each variant's as-published accuracy and what tuning changed."""
     t = compact_table(df, dataset, tuned_vs, rows=tuned_rows(df, dataset)).drop(columns="reference %")
-    tuned = accuracy_summary(tuned_rows(df, dataset)).set_index("run")["mean"]
-    published = accuracy_summary(study_rows(df, dataset)).set_index("run")["mean"]
-    t["as published %"] = [f"{100 * published[m]:.2f}" if m in published else "" for m in t.method]
-    t["tuning changed (points)"] = [f"{100 * (tuned[m] - published[m]):+.2f}" if m in published else ""
-                                    for m in t.method]
+    moves = tuning_moves(df, dataset)
+    t["as published %"] = [f"{moves.published[m]:.2f}" if m in moves.index else "" for m in t.method]
+    t["tuning changed (points)"] = [f"{moves.moved[m]:+.2f}" if m in moves.index else "" for m in t.method]
     return t
 
 
@@ -112,19 +119,16 @@ def detection_sentence(blocks: dict[str, pd.DataFrame], seeds: str = "these seed
 
 
 def tuning_sentence(df: pd.DataFrame, dataset: str, tuned_vs: pd.DataFrame, published_vs: pd.DataFrame) -> str:
-    """What tuning changed on ``dataset``: each variant's tuned mean accuracy minus its as-published
-    one (the range and the largest moves), and the verdicts that differ between the two tables."""
-    tuned = accuracy_summary(tuned_rows(df, dataset)).set_index("run")["mean"]
-    published = accuracy_summary(study_rows(df, dataset)).set_index("run")["mean"]
-    moved = (100 * (tuned - published)).dropna().sort_values(ascending=False)
+    """What tuning changed on ``dataset`` (``tuning_moves``: the range and the largest moves), and
+    the verdicts that differ between the tuned and the as-published table."""
+    moved = tuning_moves(df, dataset).moved
     if moved.empty:
         return ""
-    seeds = (tuned_rows(df, dataset).groupby("run").seed.nunique().max(),
-             study_rows(df, dataset).groupby("run").seed.nunique().max())
+    seeds = [g.groupby("run").seed.nunique().max() for g in (tuned_rows(df, dataset), study_rows(df, dataset))]
     top = ", ".join(f"`{v}` {d:+.2f}" for v, d in moved.head(3).items())
     out = (f"On {_name(dataset)}, tuning moved each variant's mean accuracy by {moved.min():+.2f} to {moved.max():+.2f} "
-           f"points against its as-published runs (most: {top}; means over {seeds[0]} and {seeds[1]} seeds, so "
-           f"a move this small is partly seed noise)")
+           f"points against its as-published runs (most: {top}; means over {seeds[0]} and {seeds[1]} seeds, each "
+           f"with its own seed noise)")
     was = published_vs.set_index("run").verdict if not published_vs.empty else pd.Series(dtype=object)
     now = tuned_vs.set_index("run").verdict if not tuned_vs.empty else pd.Series(dtype=object)
     changed = [f"`{v}`: {was[v]} as published, {now[v]} tuned" for v in now.index if v in was and was[v] != now[v]]
