@@ -156,7 +156,8 @@ def _pruning(p):
 
 def _tuning(p):
     """A study per variant (its trials), then each finished study's best configuration on the
-    tuned seeds (``tuned_seeds``: None is the profile's budget, presets.TUNED_SEEDS)."""
+    tuned seeds (``tuned_seeds``: None is the profile's budget, presets.TUNED_SEEDS) in the
+    table's precision (``tuning.table_precision``)."""
     root = results_root(p["results_dir"], p["profile"])
     n_seeds = tuning_budget(p["dataset"], p["profile"])[1]
     seeds = p["tuned_seeds"] or list(range(n_seeds))
@@ -167,11 +168,13 @@ def _tuning(p):
     for name in tuning.variants(p["dataset"]):
         spec = spec_for(name, p["dataset"], p["profile"], teacher=TUNED_TEACHER)   # trial 0's; needs its teacher
         out.append(Job(p["notebook"], run_name(name, kind="trial"), p["dataset"], p["profile"], TUNING_SEED, spec, tune=name))
+    precision = tuning.table_precision(root, p["dataset"])   # one for the whole table, whichever machine
     for name in tuning.variants(p["dataset"]):
         best = tuning.best_params(root, p["dataset"], name, p["profile"])
         if best is not None:
             out += [Job(p["notebook"], run_name(name, kind="tuned"), p["dataset"], p["profile"], s,
-                        tuning.tuned_spec(name, p["dataset"], p["profile"], s, best), phase=2) for s in seeds]
+                        tuning.tuned_spec(name, p["dataset"], p["profile"], s, best, precision), phase=2)
+                    for s in seeds]
     return out
 
 

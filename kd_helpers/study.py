@@ -22,6 +22,7 @@ from .core.data import DatasetDamagedError, DatasetNotFoundError, load_dataset
 from .store.presets import PAIRS, PROFILES, family, preset
 from .executors import EXECUTORS, run_plan
 from .plan import STEPS, StudyPlan, study_jobs
+from . import tuning
 from .store.results import finished_runs, is_finished, read_json, results_root
 from .core.util import REPO_ROOT, atomic_write_json, cpu_model, git_commit, physical_cores, precision_label
 
@@ -176,6 +177,9 @@ def run_study(profile: str, datasets=None, seeds=None, data_dir=None, results_di
     if list_only:
         return show_plan(pairs, profile, seeds, results_dir, data_dir, log, show_spec)
     log(f"kd-study: profile={profile} datasets={chosen} seeds={seeds} executor={executor}")
+    for nb, ds in pairs:
+        if nb == "14_tuning" and (note := tuning.precision_note(root, ds)):
+            log(note)
     if executor != "inline":
         failed = run_plan(StudyPlan(tuple(pairs), profile, tuple(seeds), results_dir, data_dir),
                           executor, jobs, results_dir, data_dir, slurm=slurm, log=log)

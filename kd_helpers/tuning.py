@@ -15,6 +15,13 @@ workers and SLURM tasks tune one study together: each takes the next trial under
 lock, trains it under the run's lock, and a trial whose worker died is taken up again and resumes
 from its last epoch checkpoint. With one worker the trials are reproducible; with several, the
 order in which their results arrive changes what TPE proposes next.
+
+Precision: a trial trains in the precision its machine resolves ``auto`` to (bf16 where the CPU
+has AMX/AVX512-BF16, else fp32), so a study whose trials ran on different machines mixes them
+(``tuning_report.trials_summary`` counts them; trials only choose the configuration). The tuned
+seeds, whose comparison is the table, all train in one precision, its tuned teacher's
+(``table_precision``), on whatever machine they run: a table never carries a machine's precision
+as a method's effect (``findings.one_training`` refuses one that mixes them).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from .store.presets import (SEARCH_SPACE, SHARED_SPACE, TUNED_TEACHER, TUNING_SE
                              variant)
 from .store.results import dataset_dir, is_finished, load_run, results_root, run_dir
 from .core.train import NonFiniteLoss
+from .core.util import precision_label, resolve_precision
 
 ORPHAN_GRACE_S = 120.0   # a trial asked this long ago whose run nobody holds lost its worker
 
@@ -86,13 +94,37 @@ def trial_spec(name: str, dataset: str, profile: str, number: int, params: dict)
                    kind="trial")
 
 
-def tuned_spec(name: str, dataset: str, profile: str, seed: int, params: dict) -> RunSpec:
-    """``name`` retrained on reported seed ``seed`` with its study's best parameters."""
+def tuned_spec(name: str, dataset: str, profile: str, seed: int, params: dict, precision: str = "auto") -> RunSpec:
+    """``name`` retrained on reported seed ``seed`` with its study's best parameters, in
+    ``precision`` (the study runner passes ``table_precision``)."""
     if seed == TUNING_SEED:
         raise ValueError(f"Seed {TUNING_SEED} is the tuning seed: a tuned configuration is reported on other seeds.")
     loss, train = _split(params)
-    return replace(spec_for(name, dataset, profile, seed, loss=loss, teacher=TUNED_TEACHER, **train),
+    return replace(spec_for(name, dataset, profile, seed, loss=loss, teacher=TUNED_TEACHER, precision=precision, **train),
                    run=run_name(name, kind="tuned"), kind="tuned", role=name)
+
+
+def table_precision(root, dataset: str) -> str:
+    """The precision ``dataset``'s tuned table trains in: the one its tuned teacher (seed 0)
+    recorded, so that a table trained across machines is one precision; ``auto`` (this
+    machine's) before the teacher is trained."""
+    teacher = run_dir(root, dataset, TUNED_TEACHER, 0)
+    if not is_finished(teacher):
+        return "auto"
+    return precision_label(load_run(teacher, verify=False)["metrics"].get("precision"))
+
+
+def precision_note(root, dataset: str) -> str | None:
+    """A line for the study's log where this machine would train ``dataset``'s tuned seeds in
+    another precision than its table's (they then run in the table's, emulated and slow without
+    native bf16), else None."""
+    table, here = table_precision(root, dataset), resolve_precision("auto")
+    if table in ("auto", here):
+        return None
+    return (f"{dataset}: its tuned table trains in {table} (its tuned teacher's precision); this machine would "
+            f"train {here}, so its tuned seeds train in {table} here"
+            + (" emulated, several times slower: train them on a CPU with AMX/AVX512-BF16 (trials are not "
+               "affected: they train in the machine's precision)" if table == "bf16" else "") + ".")
 
 
 def teacher_spec(dataset: str, profile: str, seed: int = 0) -> RunSpec:

@@ -183,17 +183,20 @@ def test_a_change_waiting_for_the_training_code_freeze_still_applies():
         done = subprocess.run(["git", "apply", "--check", str(patch)], cwd=root, capture_output=True, text=True)
         assert done.returncode == 0, f"{patch.name} no longer applies: {done.stderr}"
 
-def test_a_table_of_runs_from_two_training_codes_is_refused():
+def test_a_table_of_runs_from_two_training_codes_or_precisions_is_refused():
     import pandas as pd
 
-    from kd_helpers.analysis.findings import one_training_code
-    one = pd.DataFrame({"run": ["baseline", "kd"], "training_code": ["abc", "abc"]})
-    assert one_training_code(one) == "abc"
+    from kd_helpers.analysis.findings import one_training
+    one = pd.DataFrame({"run": ["baseline", "kd"], "training_code": ["abc", "abc"], "precision": ["bf16", "bf16"]})
+    assert one_training(one) == ("abc", "bf16")
     mixed = one.assign(training_code=["abc", "def"])
     with pytest.raises(ValueError, match="mixes training code .*abc: baseline; def: kd"):
-        one_training_code(mixed, "the tuned mnist table")
+        one_training(mixed, "the tuned mnist table")
     with pytest.raises(ValueError, match="not recorded: baseline"):
-        one_training_code(one.assign(training_code=[None, "abc"]))
+        one_training(one.assign(training_code=[None, "abc"]))
+    # one code, but kd trained on a machine without native bf16: its precision came with the machine
+    with pytest.raises(ValueError, match="the tuned cifar10 table mixes training precision .*bf16: baseline; fp32: kd"):
+        one_training(one.assign(precision=["bf16", "fp32"]), "the tuned cifar10 table")
 
 
 def test_run_kinds_select_rows_by_what_runs_are_not_by_their_names():

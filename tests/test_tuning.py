@@ -1,6 +1,7 @@
 """Tuning (kd_helpers.tuning): the same budget per variant, trial 0 = the as-published values,
 the test set never read, pruning through fit's on_epoch, a dead worker's trial taken up again,
 tuned runs on reported seeds only, and the journals travelling with the published store."""
+import json
 import re
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ from kd_helpers import plan, publish, tuning
 
 from kd_helpers.analysis import tuning_report
 from kd_helpers.core.data import Dataset
+from kd_helpers.core.util import resolve_precision
 from kd_helpers.experiment import train_teacher
 from kd_helpers.store.presets import SEARCH_SPACE, SHARED_SPACE, TUNED, TUNING_SEED, tuning_budget
 from kd_helpers.store.results import check_run, finished_runs, load_results, read_json, run_dir
@@ -108,6 +110,28 @@ def test_tuned_runs_are_planned_once_tuning_is_finished_and_never_on_the_tuning_
     assert tuned[0].spec.train.test_curve and tuned[0].spec.trial is None
     with pytest.raises(ValueError, match="tuning seed"):
         tuning.tuned_spec("baseline", DS, PROFILE, TUNING_SEED, best)
+    # the table's seeds train in its tuned teacher's precision, whatever this machine's is
+    here = resolve_precision("auto")
+    assert tuned[0].spec.train.precision == tuning.table_precision(store, DS) == here
+    assert tuning.precision_note(store, DS) is None
+    other = "fp32" if here != "fp32" else "bf16"
+    metrics = run_dir(store, DS, "tuned_teacher", 0) / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "precision": other}))  # a machine of the other kind
+    tuned = [j for j in plan.jobs("14_tuning", params) if j.spec.kind == "tuned" and j.level == 2]
+    assert tuned[0].spec.train.precision == other and tuned[0].spec.resolved().train.precision == other
+    assert tuning.precision_note(store, DS).startswith(f"{DS}: its tuned table trains in {other} (its tuned teacher's")
+
+
+def test_the_reading_says_when_trials_trained_in_two_precisions():
+    import pandas as pd
+    trials = pd.DataFrame({"trials": [12, 4], "pruned": [8, 0], "failed": [0, 0], "gain on val (pts)": [0.0, 0.1],
+                           "precision": ["bf16 12", "bf16 2, fp32 2"]},
+                          index=pd.Index(["baseline", "fitnet_baseline"], name="variant"))
+    text = tuning_report.interpretation(trials, pd.DataFrame(), "cifar10")
+    assert "Trials trained in bf16 and fp32 (their machines'; within one study: `fitnet_baseline`)" in text
+    assert "1 study has not used its whole budget yet." in text
+    one = tuning_report.interpretation(trials.assign(precision=["bf16 12", "bf16 4"]), pd.DataFrame(), "cifar10")
+    assert "Trials trained in" not in one
 
 
 def test_published_trials_keep_no_predictions_and_the_journals_travel(store, tmp_path_factory):
@@ -121,7 +145,9 @@ def test_published_trials_keep_no_predictions_and_the_journals_travel(store, tmp
     fresh = tmp_path_factory.mktemp("fresh")
     publish.restore(to, fresh)
     assert tuning.finished(fresh, DS, "baseline", PROFILE)
-    assert tuning_report.trials_summary(DS, PROFILE, fresh).loc["baseline", "trials"] == tuning_budget(DS, PROFILE)[0]
+    summary = tuning_report.trials_summary(DS, PROFILE, fresh)
+    assert summary.loc["baseline", "trials"] == tuning_budget(DS, PROFILE)[0]
+    assert summary.loc["baseline", "precision"] == f"{resolve_precision('auto')} {tuning_budget(DS, PROFILE)[0]}"
 
 
 def test_a_tuned_table_that_mixes_training_code_is_refused(store, monkeypatch):

@@ -179,16 +179,24 @@ def detectable_line(vs: pd.DataFrame, alpha: float = 0.05) -> str:
             f"Smaller true differences can exist unseen: n.s. is not \"no effect\".")
 
 
-def one_training_code(table: pd.DataFrame, what: str = "this table") -> str:
-    """The one training-code fingerprint of a table's runs (``util.code_fingerprint``), or an error
-    naming the fingerprints and their runs: a table compares methods only when one code trained
-    them all."""
+def one_training(table: pd.DataFrame, what: str = "this table") -> tuple[str, str]:
+    """The one training-code fingerprint (``util.code_fingerprint``) and the one training
+    precision of a table's runs, or an error naming what differs and its runs: a table compares
+    methods only when one code trained them all in one precision (bf16 and fp32 runs of one
+    configuration differ, and a machine's precision must not pass for a method's effect)."""
     codes = table.training_code.fillna("not recorded")
-    if codes.nunique() == 1 and codes.iloc[0] != "not recorded":
-        return codes.iloc[0]
-    shown = "; ".join(f"{c}: {', '.join(sorted(set(g.run)))}" for c, g in table.assign(code=codes).groupby("code"))
-    raise ValueError(f"{what} mixes training code ({shown}). Retrain the runs of the other code (or the ones "
-                     f"that recorded none) with the code of the rest before publishing it.")
+    if codes.nunique() != 1 or codes.iloc[0] == "not recorded":
+        raise ValueError(f"{what} mixes training code ({_runs_by(table, codes)}). Retrain the runs of the other "
+                         f"code (or the ones that recorded none) with the code of the rest before publishing it.")
+    if table.precision.nunique() != 1:
+        raise ValueError(f"{what} mixes training precision ({_runs_by(table, table.precision)}). Retrain the runs "
+                         f"of the other precision in the rest's (KD_PRECISION=..., or the spec's precision) "
+                         f"before publishing it.")
+    return codes.iloc[0], table.precision.iloc[0]
+
+
+def _runs_by(table: pd.DataFrame, key: pd.Series) -> str:
+    return "; ".join(f"{k}: {', '.join(sorted(set(g.run)))}" for k, g in table.assign(key=key.values).groupby("key"))
 
 
 def mcnemar_overdispersion(vs: pd.DataFrame) -> dict:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import findings
 from .plots import save
+from ..store.names import run_name
 from ..store.results import dataset_dir, load_results, of_kind, results_root
 from ..store.presets import TUNED_TEACHER
 
@@ -48,12 +49,17 @@ def _fmt(v) -> str:
 
 
 def trials_summary(dataset: str, profile: str = "quick", results_dir=None) -> pd.DataFrame:
-    """Per variant: trials told by state, epochs trained (pruning's saving), the best validation
-    accuracy against trial 0's (the as-published configuration) and the best values."""
+    """Per variant: trials told by state, epochs trained (pruning's saving), the precision its
+    finished trials trained in (the machine's: a study tuned across machines mixes them), the
+    best validation accuracy against trial 0's (the as-published configuration) and the best values."""
     rows = []
+    runs = load_results(results_dir, profile, trials=True)
+    runs = of_kind(runs[runs.dataset == dataset], "trial") if len(runs) else runs
     for name, study in studies(results_root(results_dir, profile), dataset).items():
         trials = study.get_trials(deepcopy=False)
         states = pd.Series([t.state.name for t in trials]).value_counts()
+        mine = {run_name(name, {"trial": f"{t.number:03d}"}, "trial") for t in trials}
+        precisions = runs[runs.run.isin(mine)].precision.value_counts().sort_index() if len(runs) else {}
         complete = [t for t in trials if t.state.name == "COMPLETE"]
         first = trials[0] if trials and trials[0].state.name == "COMPLETE" else None
         best = max(complete, key=lambda t: t.value) if complete else None
@@ -61,6 +67,7 @@ def trials_summary(dataset: str, profile: str = "quick", results_dir=None) -> pd
                      "complete": int(states.get("COMPLETE", 0)), "pruned": int(states.get("PRUNED", 0)),
                      "failed": int(states.get("FAIL", 0)), "running": int(states.get("RUNNING", 0)),
                      "epochs": int(sum(len(t.intermediate_values) for t in trials)),
+                     "precision": ", ".join(f"{p} {n}" for p, n in precisions.items()),
                      "val trial 0 %": 100 * first.value if first else np.nan,
                      "val best %": 100 * best.value if best else np.nan,
                      "best trial": best.number if best else None,
@@ -134,7 +141,7 @@ def tuned_vs_published(dataset: str, profile: str = "quick", results_dir=None, s
     tuned = df[df.run.isin(tuned_names) & (df.seed.isin(tuned_seeds) if tuned_seeds else True)]
     if tuned.empty:
         return pd.DataFrame()
-    findings.one_training_code(tuned, f"{dataset}'s tuned table")   # its teacher included
+    findings.one_training(tuned, f"{dataset}'s tuned table")   # its teacher included
     # the variant each tuned run retrains (its role); the teacher is distilled from, not tuned
     tuned_of = dict(tuned[tuned.run != TUNED_TEACHER].drop_duplicates("run")[["role", "run"]].values)
     if not tuned_of:
@@ -174,7 +181,14 @@ def interpretation(trials: pd.DataFrame, comparison: pd.DataFrame, dataset: str)
         out.append(f"On validation, tuning gained {gains.median():+.2f} points (median over variants) over the "
                    f"as-published configuration; most for `{top}` ({gains[top]:+.2f}).")
     if len(done) < len(trials):
-        out.append(f"{len(trials) - len(done)} studies have not used their whole budget yet.")
+        n = len(trials) - len(done)
+        out.append(f"{n} {'study has' if n == 1 else 'studies have'} not used {'its' if n == 1 else 'their'} whole budget yet.")
+    kinds = sorted({p.split()[0] for cell in trials.precision for p in cell.split(", ") if p})
+    if len(kinds) > 1:   # trials train in their machine's precision; the tuned seeds in one
+        mixed = [f"`{v}`" for v, cell in trials.precision.items() if "," in cell]
+        out.append(f"Trials trained in {' and '.join(kinds)} (their machines'; within one study: "
+                   f"{', '.join(mixed) or 'none'}): a configuration chosen across precisions is retrained on "
+                   f"the tuned seeds in the table's one precision.")
     if not comparison.empty:
         better = [v for v in comparison.index if str(comparison.loc[v, "tuned vs baseline"]).startswith("better")]
         worse = [v for v in comparison.index if str(comparison.loc[v, "tuned vs baseline"]).startswith("worse")]
