@@ -157,7 +157,7 @@ def _pruning(p):
 def _tuning(p):
     """A study per variant (its trials), then each finished study's best configuration on the
     tuned seeds (``tuned_seeds``: None is the profile's budget, presets.TUNED_SEEDS) in the
-    table's precision (``tuning.table_precision``)."""
+    table's precision (``tuning.table_precision``), left out where it would be emulated."""
     root = results_root(p["results_dir"], p["profile"])
     n_seeds = tuning_budget(p["dataset"], p["profile"])[1]
     seeds = p["tuned_seeds"] or list(range(n_seeds))
@@ -171,7 +171,7 @@ def _tuning(p):
     precision = tuning.table_precision(root, p["dataset"])   # one for the whole table, whichever machine
     for name in tuning.variants(p["dataset"]):
         best = tuning.best_params(root, p["dataset"], name, p["profile"])
-        if best is not None:
+        if best is not None and not tuning.emulated_here(precision):   # else another machine's (study's log says)
             out += [Job(p["notebook"], run_name(name, kind="tuned"), p["dataset"], p["profile"], s,
                         tuning.tuned_spec(name, p["dataset"], p["profile"], s, best, precision), phase=2)
                     for s in seeds]

@@ -21,10 +21,12 @@ has AMX/AVX512-BF16, else fp32), so a study whose trials ran on different machin
 (``tuning_report.trials_summary`` counts them; trials only choose the configuration). The tuned
 seeds, whose comparison is the table, all train in one precision, its tuned teacher's
 (``table_precision``), on whatever machine they run: a table never carries a machine's precision
-as a method's effect (``findings.one_training`` refuses one that mixes them).
+as a method's effect (``findings.one_training`` refuses one that mixes them). Where that
+precision would be emulated (bf16 without native support), the plan leaves them to another machine.
 """
 from __future__ import annotations
 
+import os
 import warnings
 import time
 import zlib
@@ -43,7 +45,7 @@ from .store.presets import (SEARCH_SPACE, SHARED_SPACE, TUNED_TEACHER, TUNING_SE
                              variant)
 from .store.results import dataset_dir, is_finished, load_run, results_root, run_dir
 from .core.train import NonFiniteLoss
-from .core.util import precision_label, resolve_precision
+from .core.util import cpu_has_native_bf16, device_default, precision_label, resolve_precision
 
 ORPHAN_GRACE_S = 120.0   # a trial asked this long ago whose run nobody holds lost its worker
 
@@ -114,17 +116,26 @@ def table_precision(root, dataset: str) -> str:
     return precision_label(load_run(teacher, verify=False)["metrics"].get("precision"))
 
 
+def emulated_here(precision: str) -> bool:
+    """Whether ``precision`` runs emulated on this machine: bf16 on a CPU without AMX/AVX512-BF16
+    (a CIFAR-10 student's training step took 12-14x as long as in fp32 on an AVX2 EPYC,
+    2026-12-07), unless ``KD_PRECISION=bf16`` asks for it anyway."""
+    return (precision == "bf16" and device_default().type == "cpu" and not cpu_has_native_bf16()
+            and os.environ.get("KD_PRECISION") != "bf16")
+
+
 def precision_note(root, dataset: str) -> str | None:
     """A line for the study's log where this machine would train ``dataset``'s tuned seeds in
-    another precision than its table's (they then run in the table's, emulated and slow without
-    native bf16), else None."""
+    another precision than its table's, else None. Where the table's would be emulated here
+    (``emulated_here``) the plan leaves the tuned seeds to another machine."""
     table, here = table_precision(root, dataset), resolve_precision("auto")
     if table in ("auto", here):
         return None
-    return (f"{dataset}: its tuned table trains in {table} (its tuned teacher's precision); this machine would "
-            f"train {here}, so its tuned seeds train in {table} here"
-            + (" emulated, several times slower: train them on a CPU with AMX/AVX512-BF16 (trials are not "
-               "affected: they train in the machine's precision)" if table == "bf16" else "") + ".")
+    line = (f"{dataset}: its tuned table trains in {table} (its tuned teacher's precision); this machine's is {here}")
+    if emulated_here(table):
+        return (line + f": {table} would be emulated here, so its tuned seeds are left to a CPU with AMX/AVX512-BF16 "
+                f"or a GPU (KD_PRECISION=bf16 trains them here anyway, about 12-14x slower); its trials train here in {here}.")
+    return line + f": its tuned seeds train in {table} here."
 
 
 def teacher_spec(dataset: str, profile: str, seed: int = 0) -> RunSpec:

@@ -93,7 +93,7 @@ def test_a_trial_whose_worker_died_is_taken_up_with_its_values(store, monkeypatc
     assert len(done) == tuning_budget(DS, PROFILE)[0]
 
 
-def test_tuned_runs_are_planned_once_tuning_is_finished_and_never_on_the_tuning_seed(store):
+def test_tuned_runs_are_planned_once_tuning_is_finished_and_never_on_the_tuning_seed(store, monkeypatch):
     params = {"dataset": DS, "profile": PROFILE, "results_dir": str(store)}
     jobs = plan.jobs("14_tuning", params)
     assert [j.run for j in jobs] == ["tuned_teacher"] + [f"tune_{v}" for v in tuning.variants(DS)]
@@ -116,10 +116,23 @@ def test_tuned_runs_are_planned_once_tuning_is_finished_and_never_on_the_tuning_
     assert tuning.precision_note(store, DS) is None
     other = "fp32" if here != "fp32" else "bf16"
     metrics = run_dir(store, DS, "tuned_teacher", 0) / "metrics.json"
-    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "precision": other}))  # a machine of the other kind
-    tuned = [j for j in plan.jobs("14_tuning", params) if j.spec.kind == "tuned" and j.level == 2]
+    teacher_in = lambda p: metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "precision": p}))
+    seeds_planned = lambda: [j for j in plan.jobs("14_tuning", params) if j.spec.kind == "tuned" and j.level == 2]
+    monkeypatch.delenv("KD_PRECISION", raising=False)
+    teacher_in(other)   # the teacher trained on a machine of the other kind, where it is native here too
+    monkeypatch.setattr(tuning, "cpu_has_native_bf16", lambda: True)
+    tuned = seeds_planned()
     assert tuned[0].spec.train.precision == other and tuned[0].spec.resolved().train.precision == other
     assert tuning.precision_note(store, DS).startswith(f"{DS}: its tuned table trains in {other} (its tuned teacher's")
+    # a bf16 table on a CPU without native bf16 (emulated, 12-14x slower): the seeds wait for another
+    # machine and the study's log says so, unless KD_PRECISION=bf16 asks for them here
+    teacher_in("bf16")
+    monkeypatch.setattr(tuning, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(tuning, "resolve_precision", lambda p, device=None: "fp32")
+    assert seeds_planned() == []
+    assert "its tuned seeds are left to a CPU with AMX/AVX512-BF16" in tuning.precision_note(store, DS)
+    monkeypatch.setenv("KD_PRECISION", "bf16")
+    assert [j.spec.train.precision for j in seeds_planned()] == ["bf16"]
 
 
 def test_the_reading_says_when_trials_trained_in_two_precisions():
